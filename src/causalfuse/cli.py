@@ -1,0 +1,65 @@
+"""The ``causalfuse`` command line.
+
+Each subcommand lives in its own module, which provides
+``add_arguments(parser)`` and ``run(args) -> int``; only the module of the
+subcommand being run is imported, so ``causalfuse --help`` stays quick.
+Problems caused by the input are reported as one line naming the file and the
+problem (exit status 2), never as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Sequence
+
+from .errors import CausalFuseError
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("causalfuse.demo", "fuse the built-in synthetic sample pair and write a side-by-side figure"),
+    "fuse": ("causalfuse.fuse_cli", "fuse an infrared-visible pair, or two folders of pairs"),
+    "eval": ("causalfuse.metrics.cli", "score fused images with the field's metrics"),
+    "dictionary": ("causalfuse.dictionary.cli", "build or inspect confounder dictionaries"),
+    "train": ("causalfuse.train.cli", "train CausalFusionNet"),
+    "bench": ("causalfuse.bench.cli", "benchmark methods x datasets x metrics, with tables, figures and a report"),
+}
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="causalfuse",
+        description="Causality-driven infrared-visible image fusion, metrics and benchmarks.",
+    )
+    parser.add_argument("--version", action="version", version=f"causalfuse {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if name == only:
+            importlib.import_module(module).add_arguments(p)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(command if command in COMMANDS else None)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(importlib.import_module(COMMANDS[args.command][0]).run(args) or 0)
+    except CausalFuseError as exc:
+        print(f"causalfuse {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"causalfuse {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

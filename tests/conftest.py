@@ -1,0 +1,49 @@
+"""Shared fixtures.
+
+Reference data (LRRNet weights, MATLAB metric values, image pairs) is never
+copied into the repository: tests read it from ``../shared`` beside the
+checkout (or from ``$CAUSALFUSE_SHARED``) and skip, saying why, where it is
+absent.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("CAUSALFUSE_SHARED", REPO.parent / "shared")).resolve()
+
+# Two cores here; tests must not fight each other for them.
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+def shared_path(*parts: str) -> Path:
+    """Path below the shared folder, or skip the test naming what is missing."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"reference data not available: {path} (set CAUSALFUSE_SHARED to the shared folder)")
+    return path
+
+
+@pytest.fixture
+def lrrnet_weights() -> Path:
+    return shared_path("weights", "lrrnet", "lrrnet_official.model")
+
+
+@pytest.fixture
+def val_data() -> Path:
+    return shared_path("data", "val")
+
+
+@pytest.fixture
+def train_data() -> Path:
+    return shared_path("data", "train")
+
+
+@pytest.fixture
+def oracle_dir() -> Path:
+    return shared_path("oracle")
