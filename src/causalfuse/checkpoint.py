@@ -1,0 +1,116 @@
+"""Model checkpoints: one safetensors file, never a pickle.
+
+A checkpoint holds every tensor of :class:`CausalFusionNet` (weights and both
+confounder dictionaries, which are buffers) and, as string metadata, the
+network configuration, the dictionaries' provenance and free-form
+information (e.g. the training configuration and budget).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .errors import CausalFuseError
+from .io import atomic_path
+
+__all__ = ["FORMAT", "save_model", "load_model", "read_metadata"]
+
+FORMAT = "causalfuse-model/1"
+
+
+def save_model(path: str | os.PathLike, net: "torch.nn.Module", *, info: dict[str, Any] | None = None) -> Path:
+    """Write ``net`` (a CausalFusionNet) to ``path`` atomically.
+
+    Args:
+        path: the ``.safetensors`` file to write.
+        net: the network.
+        info: JSON-serialisable extra metadata (training configuration, ...).
+    """
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in net.state_dict().items()}
+    metadata = {
+        "format": FORMAT,
+        "config": net.config.to_json(),
+        "dictionary": json.dumps(net.dictionary_provenance, sort_keys=True, default=str),
+        "info": json.dumps(info or {}, sort_keys=True, default=str),
+    }
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+    return path
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The decoded metadata of a checkpoint: format, config, dictionary, info."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise CausalFuseError(f"{path}: no such checkpoint file")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CausalFuseError(f"{path}: not a readable safetensors checkpoint (corrupted or another format: {exc})") from None
+    if raw.get("format") != FORMAT:
+        raise CausalFuseError(f"{path}: not a causalfuse model checkpoint (format {raw.get('format')!r}, expected {FORMAT!r})")
+    try:
+        return {
+            "format": raw["format"],
+            "config": json.loads(raw["config"]),
+            "dictionary": json.loads(raw.get("dictionary", "{}")),
+            "info": json.loads(raw.get("info", "{}")),
+        }
+    except (KeyError, json.JSONDecodeError) as exc:
+        raise CausalFuseError(f"{path}: checkpoint metadata is damaged ({exc})") from None
+
+
+def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu", use_baffm: bool | None = None) -> "torch.nn.Module":
+    """Rebuild a CausalFusionNet from a checkpoint written by :func:`save_model`.
+
+    Args:
+        path: the checkpoint.
+        device: where to put the network.
+        use_baffm: override the checkpoint's flag (False runs the "without
+            BAFFM" variant of a network trained with it).
+
+    Raises:
+        CausalFuseError: missing, corrupted or foreign file; tensors that do not
+            fit the configuration stored with them.
+    """
+    from .models.net import CausalFusionNet, NetConfig
+
+    meta = read_metadata(path)
+    config = NetConfig.from_dict(meta["config"])
+    if use_baffm is not None:
+        config.use_baffm = use_baffm
+    net = CausalFusionNet(config)
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CausalFuseError(f"{path}: checkpoint tensors cannot be read (corrupted file: {exc})") from None
+    expected = net.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(tensors) if tuple(expected[k].shape) != tuple(tensors[k].shape))
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"missing {', '.join(missing[:5])}")
+        if unexpected:
+            parts.append(f"unexpected {', '.join(unexpected[:5])}")
+        if wrong:
+            parts.append(
+                "shape mismatch " + ", ".join(f"{k} {tuple(tensors[k].shape)} vs {tuple(expected[k].shape)}" for k in wrong[:5])
+            )
+        raise CausalFuseError(f"{path}: tensors do not match the configuration stored with them ({'; '.join(parts)})")
+    net.load_state_dict(tensors)
+    net.dictionary_provenance = meta["dictionary"]
+    net.checkpoint_info = meta["info"]
+    return net.to(device).eval()

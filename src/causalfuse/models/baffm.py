@@ -1,0 +1,141 @@
+"""Back-door Adjustment based Feature Fusion Module (BAFFM).
+
+The paper (Causality-Driven Infrared and Visible Image Fusion) removes the
+scene confounder Z from the fusion weights with the back-door adjustment
+P(Y | do(X)) = sum_z P(Y | X, W = f(X, z)) P(z), approximated by the NWGM as
+one forward pass with ``W = W_h X + W_g E_z[g(z)]``, where
+``E_z[g(z)] = sum_i lambda_i z_i P(z_i)`` and
+``lambda = softmax((W_q X)^T (W_k z_i) / sqrt(d_k))``. The z_i form a fixed
+per-modality confounder dictionary (scene prototypes, see
+:mod:`causalfuse.dictionary`).
+
+Here the attention is computed at every pixel (regions such as sky and bush
+may attend to different scenes), in chunks of pixels so memory stays bounded
+on large images. Because W_g is linear, ``W_g sum_i lambda_i z_i P(z_i)``
+equals ``sum_i lambda_i P(z_i) (W_g z_i)``: the d-dimensional expectation is
+never materialised at full resolution.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from torch import nn
+
+__all__ = ["ConfounderAttention", "BAFFM"]
+
+
+class ConfounderAttention(nn.Module):
+    """One modality's back-door branch: features -> D_m = W_h X + W_g E_z[g(z)].
+
+    Args:
+        in_channels: channels C of the encoder features X (256 for LRRNet).
+        dict_size: number N of prototypes z_i.
+        dict_dim: dimension d of each prototype.
+        d_k: width of the query/key space.
+        d_f: output channels of D_m.
+        use_backdoor: when False, D_m = W_h X (the paper's "without BAFFM");
+            the back-door parameters still exist (same checkpoint format) but
+            are frozen.
+        chunk: pixels per attention chunk.
+
+    Buffers:
+        dictionary (N, d): the fixed prototypes z_i.
+        prior (N,): P(z_i), 1/N unless empirical frequencies are set.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        dict_size: int,
+        dict_dim: int,
+        d_k: int = 32,
+        d_f: int = 32,
+        *,
+        use_backdoor: bool = True,
+        chunk: int = 65536,
+    ) -> None:
+        super().__init__()
+        self.d_k, self.d_f, self.chunk = d_k, d_f, chunk
+        self.use_backdoor = use_backdoor
+        # W_q and W_h read the same 256-channel map: one conv reads it once.
+        self.proj = nn.Conv2d(in_channels, d_k + d_f, kernel_size=1)
+        self.key = nn.Linear(dict_dim, d_k)
+        self.value = nn.Linear(dict_dim, d_f, bias=False)  # W_g
+        self.register_buffer("dictionary", torch.zeros(dict_size, dict_dim))
+        self.register_buffer("prior", torch.full((dict_size,), 1.0 / dict_size))
+        if not use_backdoor:
+            for p in (*self.key.parameters(), *self.value.parameters()):
+                p.requires_grad_(False)
+
+    def attention(self, x: torch.Tensor) -> torch.Tensor:
+        """lambda_i(p) for every pixel: (B, N, H, W), summing to 1 over i."""
+        q = self.proj(x)[:, : self.d_k]
+        k = self.key(self.dictionary)
+        logits = torch.einsum("bchw,nc->bnhw", q, k) / math.sqrt(self.d_k)
+        return logits.softmax(dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = x.shape
+        qh = self.proj(x)
+        out = qh[:, self.d_k :]
+        if not self.use_backdoor:
+            return out
+        k = self.key(self.dictionary) / math.sqrt(self.d_k)  # (N, d_k)
+        v = self.value(self.dictionary) * self.prior[:, None]  # (N, d_f): P(z_i) W_g z_i
+        q = qh[:, : self.d_k].flatten(2)  # (B, d_k, P)
+        parts = []
+        for start in range(0, h * w, self.chunk):
+            qc = q[:, :, start : start + self.chunk]
+            lam = torch.einsum("bcp,nc->bnp", qc, k).softmax(dim=1)
+            parts.append(torch.einsum("bnp,nf->bfp", lam, v))
+        g = torch.cat(parts, dim=2) if len(parts) > 1 else parts[0]
+        return out + g.view(b, self.d_f, h, w)
+
+
+class BAFFM(nn.Module):
+    """Fusion weights from both modalities' back-door branches.
+
+    A 1x1 conv on [D_ir, D_vi] gives, at every pixel, one logit per modality
+    for each of LRRNet's two parts (low-rank L, sparse S); a softmax over the
+    two modalities turns them into weights. Returns (B, 4, H, W) ordered
+    (ir_L, ir_S, vi_L, vi_S), with w_ir,L + w_vi,L = w_ir,S + w_vi,S = 1.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        dict_size: int,
+        dict_dim: int,
+        d_k: int = 32,
+        d_f: int = 32,
+        *,
+        use_backdoor: bool = True,
+        chunk: int = 65536,
+    ) -> None:
+        super().__init__()
+        self.ir = ConfounderAttention(in_channels, dict_size, dict_dim, d_k, d_f, use_backdoor=use_backdoor, chunk=chunk)
+        self.vi = ConfounderAttention(in_channels, dict_size, dict_dim, d_k, d_f, use_backdoor=use_backdoor, chunk=chunk)
+        self.weights = nn.Conv2d(2 * d_f, 4, kernel_size=1)
+        # Start from equal weights for both modalities: the fused code is then
+        # the plain average of the two encoders' codes.
+        nn.init.zeros_(self.weights.weight)
+        nn.init.zeros_(self.weights.bias)
+
+    def forward(self, x_ir: torch.Tensor, x_vi: torch.Tensor) -> torch.Tensor:
+        d = torch.cat([self.ir(x_ir), self.vi(x_vi)], dim=1)
+        logits = self.weights(d)  # (ir_L, ir_S, vi_L, vi_S)
+        b, _, h, w = logits.shape
+        return logits.view(b, 2, 2, h, w).softmax(dim=1).view(b, 4, h, w)
+
+    def set_prior(self, mode: Literal["uniform", "empirical"], ir_freq: torch.Tensor | None = None, vi_freq: torch.Tensor | None = None) -> None:
+        for branch, freq in ((self.ir, ir_freq), (self.vi, vi_freq)):
+            n = branch.prior.numel()
+            if mode == "uniform":
+                branch.prior.fill_(1.0 / n)
+            else:
+                if freq is None:
+                    raise ValueError("empirical prior needs the cluster frequencies")
+                branch.prior.copy_(freq / freq.sum())

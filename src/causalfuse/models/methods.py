@@ -1,0 +1,105 @@
+"""The learned methods: ``causalfuse``, ``causalfuse-nobaffm`` and ``lrrnet``."""
+
+from __future__ import annotations
+
+import os
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .._device import resolve_device
+from ..errors import CausalFuseError
+from .registry import register_method
+
+__all__ = ["bundled_weights", "NetworkMethod"]
+
+PAPER = "Causality-Driven Infrared and Visible Image Fusion (BAFFM over LRRNet features)"
+LRRNET = "Li et al., LRRNet, IEEE TPAMI 2023, doi:10.1109/TPAMI.2023.3268209"
+
+
+def bundled_weights(name: str) -> Path:
+    """Path of a checkpoint shipped inside the package, e.g. ``causalfuse``."""
+    path = Path(str(resources.files("causalfuse") / "weights" / f"{name}.safetensors"))
+    if not path.is_file():
+        raise CausalFuseError(f"no bundled weights for {name!r} in this installation ({path}); pass --weights FILE")
+    return path
+
+
+class NetworkMethod:
+    """Runs a network on (H, W) luminance arrays, tiled so memory stays bounded.
+
+    Attributes:
+        net: the torch module (for parameter counts and inspection).
+        n_parameters: its number of parameters.
+    """
+
+    def __init__(self, net: torch.nn.Module, device: torch.device, *, tile: int = 512, overlap: int | None = None,
+                 prepare=None, finish=None) -> None:
+        self.net = net.to(device).eval()
+        self.device = device
+        self.tile = tile
+        self.overlap = overlap if overlap is not None else 16
+        self.n_parameters = sum(p.numel() for p in net.parameters())
+        self._prepare = prepare
+        self._finish = finish
+
+    def __call__(self, ir: np.ndarray, vi: np.ndarray) -> np.ndarray:
+        from ..fuse import run_tiled
+
+        if self._prepare is not None:
+            ir, vi = self._prepare(ir), self._prepare(vi)
+        ir_t = torch.from_numpy(np.ascontiguousarray(ir, dtype=np.float32))[None, None].to(self.device)
+        vi_t = torch.from_numpy(np.ascontiguousarray(vi, dtype=np.float32))[None, None].to(self.device)
+        with torch.inference_mode():
+            out = run_tiled(self.net, ir_t, vi_t, tile=self.tile, overlap=self.overlap)
+        out = out[0, 0].float().cpu().numpy()
+        return self._finish(out) if self._finish is not None else out
+
+
+def _load_causal(weights: str | os.PathLike | None, default: str, device: str, use_baffm: bool | None) -> NetworkMethod:
+    from ..checkpoint import load_model
+
+    dev = resolve_device(device)
+    path = Path(weights) if weights is not None else bundled_weights(default)
+    net = load_model(path, device=dev, use_baffm=use_baffm)
+    return NetworkMethod(net, dev)
+
+
+@register_method("causalfuse", description="CausalFusionNet with BAFFM (the paper's method)", reference=PAPER)
+def causalfuse_method(weights: str | os.PathLike | None = None, device: str = "auto", **_: object) -> NetworkMethod:
+    return _load_causal(weights, "causalfuse", device, None)
+
+
+@register_method(
+    "causalfuse-nobaffm",
+    description="CausalFusionNet without the back-door term (the paper's ablation)",
+    reference=PAPER,
+)
+def causalfuse_nobaffm_method(weights: str | os.PathLike | None = None, device: str = "auto", **_: object) -> NetworkMethod:
+    # A checkpoint trained with BAFFM runs here with the back-door term removed.
+    return _load_causal(weights, "causalfuse-nobaffm", device, False)
+
+
+@register_method("lrrnet", description="LRRNet with its official weights and pre/post-processing", needs_weights=True, reference=LRRNET)
+def lrrnet_method(weights: str | os.PathLike | None = None, device: str = "auto", **_: object) -> NetworkMethod:
+    from .lrr import LRRNet, lrrnet_postprocess, lrrnet_preprocess
+
+    if weights is None:
+        raise CausalFuseError(
+            "lrrnet needs its official weights file (lrrnet_official.model from the authors' release): pass --weights PATH"
+        )
+    dev = resolve_device(device)
+    net = LRRNet.from_official(weights)
+
+    # The official test reads 8-bit grey images as floats in [0, 255].
+    def prepare(x: np.ndarray) -> np.ndarray:
+        return lrrnet_preprocess(x * 255.0)
+
+    def finish(raw: np.ndarray) -> np.ndarray:
+        return lrrnet_postprocess(raw).astype(np.float32) / 255.0
+
+    # The min-max normalisations act on the whole image (prepare/finish); only
+    # the network itself, which is local, runs in tiles.
+    return NetworkMethod(net, dev, prepare=prepare, finish=finish)

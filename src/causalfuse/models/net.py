@@ -1,0 +1,229 @@
+"""CausalFusionNet: LRRNet encoders -> BAFFM -> conv + tanh reconstruction.
+
+The network of "Causality-Driven Infrared and Visible Image Fusion" as
+``shared/DESIGN.md`` fixes it:
+
+1. two LRRNet encoders (infrared, visible), each giving a 256-channel code
+   whose halves are the low-rank part L and the sparse part S;
+2. :class:`~causalfuse.models.baffm.BAFFM` turns both codes and the fixed
+   per-modality confounder dictionaries into per-pixel fusion weights, one per
+   modality for each of L and S;
+3. the weighted codes F = [w_ir,L L_ir, w_ir,S S_ir, w_vi,L L_vi, w_vi,S S_vi]
+   (512 channels) go through one 3x3 conv (reflection padded, as LRRNet's
+   layers) and tanh; the image is (t + 1) / 2.
+
+``NetConfig.use_baffm = False`` is the paper's "without BAFFM" ablation: the
+same network and checkpoint format with the back-door term removed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import CausalFuseError
+from .baffm import BAFFM
+from .lrr import LRREncoder, load_lrrnet_state
+
+__all__ = ["NetConfig", "CausalFusionNet", "Reconstruction"]
+
+CODE_CHANNELS = 256  # LRRNet's published model: n = 128, code 2n
+
+
+@dataclass
+class NetConfig:
+    """Hyper-parameters of :class:`CausalFusionNet` (saved in every checkpoint).
+
+    Attributes:
+        dict_size: N, prototypes per modality (the paper: 25).
+        dict_dim: d, prototype dimension after PCA (default 128).
+        d_k: query/key width of the attention.
+        d_f: width of D_m = W_h X + W_g E[g(z)].
+        use_baffm: False gives the "without BAFFM" ablation.
+        prior: P(z_i): ``uniform`` (1/N, the paper) or ``empirical`` (cluster
+            frequencies, for ablation).
+        attention_chunk: pixels per attention chunk (bounds memory).
+    """
+
+    dict_size: int = 25
+    dict_dim: int = 128
+    d_k: int = 32
+    d_f: int = 32
+    use_baffm: bool = True
+    prior: Literal["uniform", "empirical"] = "uniform"
+    attention_chunk: int = 65536
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "NetConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise CausalFuseError(f"unknown network configuration keys: {', '.join(unknown)}")
+        cfg = cls(**data)
+        if cfg.prior not in ("uniform", "empirical"):
+            raise CausalFuseError(f"prior must be 'uniform' or 'empirical', got {cfg.prior!r}")
+        return cfg
+
+
+class Reconstruction(nn.Module):
+    """One reflection-padded 3x3 conv (512 -> 1) on the weighted codes, then tanh.
+
+    The weighted 512-channel map F is never materialised: a 3x3 conv equals a
+    per-pixel projection to its 9 taps followed by a shifted sum, and the
+    per-pixel fusion weights can be applied to the 9-tap projections of each
+    part instead of to its 128 channels (both are linear at the pixel).
+    """
+
+    def __init__(self, code_channels: int = CODE_CHANNELS) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2 * code_channels, 1, kernel_size=3)
+        self.half = code_channels // 2
+
+    def _tap_weights(self, modality: int) -> torch.Tensor:
+        # conv weight (1, 512, 3, 3) -> for one modality's 256 channels, a
+        # grouped 1x1 conv: L (128 ch) -> 9 taps, S (128 ch) -> 9 taps.
+        c = 2 * self.half
+        w = self.conv.weight[0, modality * c : (modality + 1) * c]  # (256, 3, 3)
+        w = w.view(2, self.half, 9).permute(0, 2, 1)  # (part, tap, ch)
+        return w.reshape(18, self.half, 1, 1)
+
+    def forward(self, z_ir: torch.Tensor, z_vi: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = z_ir.shape
+        taps = None
+        for m, z in enumerate((z_ir, z_vi)):
+            t = F.conv2d(z, self._tap_weights(m), groups=2).view(b, 2, 9, h, w)
+            t = (t * weights[:, 2 * m : 2 * m + 2, None]).sum(dim=1)
+            taps = t if taps is None else taps + t
+        taps = F.pad(taps, (1, 1, 1, 1), mode="reflect")
+        out = self.conv.bias.view(1, 1, 1, 1).expand(b, 1, h, w)
+        for k in range(9):
+            dy, dx = divmod(k, 3)
+            out = out + taps[:, k : k + 1, dy : dy + h, dx : dx + w]
+        return (torch.tanh(out) + 1.0) / 2.0
+
+    def forward_reference(self, z_ir: torch.Tensor, z_vi: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """The same output by materialising F (for tests)."""
+        hf = self.half
+        parts = [z_ir[:, :hf], z_ir[:, hf:], z_vi[:, :hf], z_vi[:, hf:]]
+        fused = torch.cat([p * weights[:, i : i + 1] for i, p in enumerate(parts)], dim=1)
+        t = self.conv(F.pad(fused, (1, 1, 1, 1), mode="reflect"))
+        return (torch.tanh(t) + 1.0) / 2.0
+
+
+class CausalFusionNet(nn.Module):
+    """The causal fusion network.
+
+    Args:
+        config: hyper-parameters; see :class:`NetConfig`.
+
+    Shapes:
+        ``forward(ir, vi)``: (B, 1, H, W) each, values in [0, 1], any H, W >= 2
+        -> fused (B, 1, H, W) in [0, 1].
+    """
+
+    def __init__(self, config: NetConfig | None = None) -> None:
+        super().__init__()
+        self.config = config = config or NetConfig()
+        self.encoder_ir = LRREncoder()
+        self.encoder_vi = LRREncoder()
+        self.baffm = BAFFM(
+            CODE_CHANNELS,
+            config.dict_size,
+            config.dict_dim,
+            config.d_k,
+            config.d_f,
+            use_backdoor=config.use_baffm,
+            chunk=config.attention_chunk,
+        )
+        self.reconstruction = Reconstruction(CODE_CHANNELS)
+        # Where the dictionaries came from; checked when loading new ones.
+        self.dictionary_provenance: dict[str, Any] = {}
+
+    # -- dictionaries ---------------------------------------------------------
+    def set_dictionaries(
+        self,
+        ir: torch.Tensor,
+        vi: torch.Tensor,
+        *,
+        ir_frequencies: torch.Tensor | None = None,
+        vi_frequencies: torch.Tensor | None = None,
+        provenance: dict[str, Any] | None = None,
+    ) -> None:
+        """Install the fixed confounder dictionaries (N, d) of both modalities."""
+        n, d = self.config.dict_size, self.config.dict_dim
+        for name, z in (("infrared", ir), ("visible", vi)):
+            if tuple(z.shape) != (n, d):
+                raise CausalFuseError(
+                    f"{name} dictionary has shape {tuple(z.shape)}, but the network is configured for "
+                    f"N={n} prototypes of dimension d={d}"
+                )
+        with torch.no_grad():
+            self.baffm.ir.dictionary.copy_(ir)
+            self.baffm.vi.dictionary.copy_(vi)
+            if self.config.prior == "empirical":
+                if ir_frequencies is None or vi_frequencies is None:
+                    raise CausalFuseError("prior='empirical' needs the dictionaries' cluster frequencies")
+                self.baffm.set_prior("empirical", ir_frequencies.float(), vi_frequencies.float())
+            else:
+                self.baffm.set_prior("uniform")
+        self.dictionary_provenance = dict(provenance or {})
+
+    def load_dictionary_file(self, path: str) -> None:
+        """Install both dictionaries from a ``causalfuse dictionary build`` file."""
+        from ..dictionary.io import load_dictionaries
+
+        ir, vi = load_dictionaries(path)
+        self.set_dictionaries(
+            torch.as_tensor(ir.prototypes),
+            torch.as_tensor(vi.prototypes),
+            ir_frequencies=torch.as_tensor(ir.frequencies),
+            vi_frequencies=torch.as_tensor(vi.frequencies),
+            provenance={"ir": ir.provenance, "vi": vi.provenance},
+        )
+
+    # -- LRRNet initialisation ------------------------------------------------
+    def load_lrrnet(self, path: str) -> None:
+        """Initialise both encoders from LRRNet's published weights file."""
+        state = load_lrrnet_state(path)
+        self.encoder_ir.load_official(state, prefix="get_ls1.")
+        self.encoder_vi.load_official(state, prefix="get_ls2.")
+
+    # -- forward --------------------------------------------------------------
+    def forward_features(self, ir: torch.Tensor, vi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The two 256-channel codes [L, S] of infrared and visible."""
+        return self._code(self.encoder_ir, ir), self._code(self.encoder_vi, vi)
+
+    @staticmethod
+    def _code(encoder: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        forward_code = getattr(encoder, "forward_code", None)
+        if forward_code is not None:  # the whole code without a concatenating copy
+            return forward_code(x)
+        return torch.cat(encoder(x), dim=1)
+
+    def fusion_weights(self, z_ir: torch.Tensor, z_vi: torch.Tensor) -> torch.Tensor:
+        """(B, 4, H, W) weights (ir_L, ir_S, vi_L, vi_S)."""
+        return self.baffm(z_ir, z_vi)
+
+    def forward_head(self, z_ir: torch.Tensor, z_vi: torch.Tensor) -> torch.Tensor:
+        return self.reconstruction(z_ir, z_vi, self.fusion_weights(z_ir, z_vi))
+
+    def forward(self, ir: torch.Tensor, vi: torch.Tensor) -> torch.Tensor:
+        if ir.shape != vi.shape or ir.dim() != 4 or ir.shape[1] != 1:
+            raise CausalFuseError(f"expected two (B, 1, H, W) tensors of the same shape, got {tuple(ir.shape)} and {tuple(vi.shape)}")
+        if min(ir.shape[-2:]) < 2:
+            raise CausalFuseError(f"images must be at least 2 x 2 pixels, got {tuple(ir.shape[-2:])}")
+        z_ir, z_vi = self.forward_features(ir, vi)
+        return self.forward_head(z_ir, z_vi)
+
+    #: Pixels of context one output pixel depends on: the encoder's first conv
+    #: and two 3x3 convs per LRR block (1 + 2 * 4), plus the reconstruction
+    #: conv. Tiles with at least this much overlap reproduce the whole image.
+    receptive_radius = 1 + 2 * 4 + 1
