@@ -1,0 +1,736 @@
+"""LRRNet: the learnable low-rank representation encoder and its decoder.
+
+Li, Xu, Wu, Lu, Kittler, "LRRNet: A Novel Representation Learning Guided
+Fusion Network for Infrared and Visible Images", IEEE TPAMI 2023,
+doi:10.1109/TPAMI.2023.3268209. The causal fusion network builds on the
+encoder and initialises it from LRRNet's published weights; what the weights
+file holds and what it computes is stated in ``shared/specs/lrrnet.md``.
+
+Encoder, for a grey image x of shape (B, 1, H, W)::
+
+    Z = eta(conv_W00(x), lamj)
+    for each of the 4 blocks:  Z = eta(lamz * Z + conv_Wdtz(x - conv_Wdz(Z)), lamj)
+    L, S = Z[:, :128], Z[:, 128:]
+
+with ``eta(r, lam) = sign(r) * max(|r| - lam_c, 0)`` and every conv a 3x3
+convolution of the reflection-padded input.
+
+How it is made fast and lean (the results are those of the formulas above, to
+float32 rounding): the cost of a literal implementation is memory traffic on
+the 256-channel full-resolution code Z, not arithmetic. Here
+
+* the 256 -> 1 conv is a per-pixel projection of Z onto its 9 taps (a GEMM
+  reading Z once) followed by a shifted sum of 9 one-channel maps; reflection
+  padding commutes with the per-pixel projection, so only small maps are
+  padded, never Z;
+* given the 9 shifted copies of the one-channel residual, the block update
+  ``eta(lamz * Z + conv_Wdtz(r))`` is pointwise: one fused kernel (compiled by
+  ``torch.compile`` when it is available, an eager fallback otherwise) reads Z
+  once and writes the new Z;
+* for training, the whole encoder is one autograd function that saves only
+  the input and the one-channel residuals of the blocks (plus its output); the
+  backward pass recomputes each block's code from them with the same fused
+  kernels, so no 256-channel intermediate is kept between forward and
+  backward.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.utils.checkpoint import checkpoint
+
+from ..errors import CausalFuseError
+
+__all__ = [
+    "soft_threshold",
+    "ConvLayer",
+    "LRRBlock",
+    "LRREncoder",
+    "LRRDecoder",
+    "LRRNet",
+    "load_lrrnet_state",
+    "lrrnet_preprocess",
+    "lrrnet_postprocess",
+    "lrrnet_fuse_gray",
+    "compile_available",
+]
+
+N_CHANNELS = 128  # n of the published model; the code Z has 2n channels
+CODE_CHANNELS = 2 * N_CHANNELS
+N_BLOCKS = 4
+KERNEL = 3
+TAPS = KERNEL * KERNEL
+EPS = 1e-4  # the official pre/post-processing epsilon
+
+
+# ---------------------------------------------------------------------------
+# soft threshold
+# ---------------------------------------------------------------------------
+def _channel_view(lam: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """Per-channel thresholds (C,), (1, C) or a scalar, as a view broadcasting along dim 1 of r."""
+    if lam.numel() == 1:
+        return lam.reshape(())
+    if r.dim() < 2 or lam.numel() != r.shape[1]:
+        raise ValueError(f"soft_threshold: {lam.numel()} thresholds for input of shape {tuple(r.shape)} (dim 1 is the channel)")
+    return lam.reshape((1, -1) + (1,) * (r.dim() - 2))
+
+
+def _eta(r: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+    # The formula itself: for a negative threshold it is sign(r)(|r| + |lam|),
+    # which ``r - clamp(r, -lam, lam)`` (soft shrink) does not give.
+    return torch.sign(r) * torch.relu(torch.abs(r) - lam)
+
+
+def _eta_(acc: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+    """eta computed in the storage of ``acc`` (one temporary: the sign)."""
+    sign = torch.sign(acc)
+    return acc.abs_().sub_(lam).relu_().mul_(sign)
+
+
+class _SoftThreshold(torch.autograd.Function):
+    """eta with a backward that keeps only the output.
+
+    Where the output is non-zero the derivative w.r.t. r is 1 and w.r.t. lam_c
+    is -sign(output); where it is zero both are 0 (this holds for negative
+    thresholds too: there the output is zero exactly where r is).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, r: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+        lam_b = _channel_view(lam, r)
+        out = torch.abs(r).sub_(lam_b).relu_().mul_(torch.sign(r))
+        ctx.save_for_backward(out)
+        ctx.lam_shape = lam.shape
+        ctx.lam_b_shape = lam_b.shape
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        (out,) = ctx.saved_tensors
+        grad_r = grad_lam = None
+        if ctx.needs_input_grad[0]:
+            grad_r = torch.where(out != 0, grad, torch.zeros((), dtype=grad.dtype, device=grad.device))
+        if ctx.needs_input_grad[1]:
+            g = -(grad * torch.sign(out))
+            if len(ctx.lam_b_shape) == 0:
+                grad_lam = g.sum().reshape(ctx.lam_shape)
+            else:
+                dims = [d for d in range(g.dim()) if d != 1]
+                grad_lam = g.sum(dim=dims).reshape(ctx.lam_shape)
+        return grad_r, grad_lam
+
+
+def soft_threshold(r: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+    """The soft threshold ``sign(r) * max(|r| - lam_c, 0)`` with one threshold per channel.
+
+    The formula is implemented as written, so it is also right for negative
+    thresholds (LRRNet's published infrared encoder has one), where it equals
+    ``sign(r) * (|r| + |lam_c|)``. The threshold is broadcast, never expanded
+    to the size of ``r``; the backward pass keeps only the output.
+
+    Args:
+        r: (B, C, ...) input.
+        lam: (C,) or (1, C) per-channel thresholds, or a single value.
+
+    Returns:
+        Tensor of the shape, dtype and device of ``r``.
+    """
+    return _SoftThreshold.apply(r, lam)
+
+
+# ---------------------------------------------------------------------------
+# small-map helpers: taps, shifted sums, projections
+# ---------------------------------------------------------------------------
+def _taps(x: torch.Tensor) -> torch.Tensor:
+    """(B, 1, H, W) -> (B, 9, H, W): the 9 shifted copies a reflection-padded 3x3 conv reads."""
+    h, w = x.shape[-2:]
+    p = F.pad(x, (1, 1, 1, 1), mode="reflect")
+    return torch.cat([p[:, :, dy : dy + h, dx : dx + w] for dy in range(KERNEL) for dx in range(KERNEL)], dim=1)
+
+
+def _shift_sum(p: torch.Tensor) -> torch.Tensor:
+    """(B, 9, H, W) per-tap maps -> (B, 1, H, W): sum over taps of the reflection-padded, shifted map."""
+    h, w = p.shape[-2:]
+    pp = F.pad(p, (1, 1, 1, 1), mode="reflect")
+    out = pp[:, 0:1, 0:h, 0:w]
+    for t in range(1, TAPS):
+        dy, dx = divmod(t, KERNEL)
+        out = out + pp[:, t : t + 1, dy : dy + h, dx : dx + w]
+    return out
+
+
+def _project(z: torch.Tensor, w9: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) x (9, C) -> (B, 9, H, W): one GEMM reading z once."""
+    b, c, h, w = z.shape
+    return torch.matmul(w9, z.reshape(b, c, h * w)).view(b, w9.shape[0], h, w)
+
+
+def conv_to_one(z: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """A reflection-padded 3x3 conv C -> 1 without padding z (differentiable).
+
+    Args:
+        z: (B, C, H, W). weight: (1, C, 3, 3). bias: (1,).
+    """
+    c = weight.shape[1]
+    return _shift_sum(_project(z, weight.reshape(c, TAPS).t())) + bias.view(1, 1, 1, 1)
+
+
+# ---------------------------------------------------------------------------
+# fused pointwise kernels (compiled when possible) and their eager fallbacks
+# ---------------------------------------------------------------------------
+def _first_pw(xt: torch.Tensor, w: torch.Tensor, b: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+    """eta(conv_W00(x)) from the 9 taps xt (B, 9, H, W); w (C, 9), b (C,), lam (C,)."""
+    acc = b.view(1, -1, 1, 1) + w[:, 0].view(1, -1, 1, 1) * xt[:, 0:1]
+    for t in range(1, TAPS):
+        acc = acc + w[:, t].view(1, -1, 1, 1) * xt[:, t : t + 1]
+    return _eta(acc, lam.view(1, -1, 1, 1))
+
+
+def _update_pw(
+    z: torch.Tensor, rt: torch.Tensor, w: torch.Tensor, b: torch.Tensor, lamz: torch.Tensor, lam: torch.Tensor
+) -> torch.Tensor:
+    """eta(lamz * z + conv_Wdtz(r)) from the 9 taps rt of the residual r."""
+    acc = lamz.view(()) * z + b.view(1, -1, 1, 1)
+    for t in range(TAPS):
+        acc = acc + w[:, t].view(1, -1, 1, 1) * rt[:, t : t + 1]
+    return _eta(acc, lam.view(1, -1, 1, 1))
+
+
+def _chain_pw(
+    xt: torch.Tensor,
+    rts: tuple[torch.Tensor, ...],
+    w0: torch.Tensor,
+    b0: torch.Tensor,
+    ws: tuple[torch.Tensor, ...],
+    bs: tuple[torch.Tensor, ...],
+    lamz: torch.Tensor,
+    lam: torch.Tensor,
+) -> torch.Tensor:
+    """The code after len(rts) blocks, recomputed pixel by pixel from the saved residual taps."""
+    z = _first_pw(xt, w0, b0, lam)
+    for rt, w, b in zip(rts, ws, bs):
+        z = _update_pw(z, rt, w, b, lamz, lam)
+    return z
+
+
+def _first_eager(xt: torch.Tensor, w: torch.Tensor, b: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+    bsz, _, h, wd = xt.shape
+    c = w.shape[0]
+    acc = torch.baddbmm(b.view(1, c, 1).expand(bsz, c, h * wd), w.expand(bsz, c, TAPS), xt.reshape(bsz, TAPS, h * wd))
+    return _eta_(acc.view(bsz, c, h, wd), lam.view(1, -1, 1, 1))
+
+
+def _update_eager(
+    z: torch.Tensor, rt: torch.Tensor, w: torch.Tensor, b: torch.Tensor, lamz: torch.Tensor, lam: torch.Tensor
+) -> torch.Tensor:
+    bsz, c, h, wd = z.shape
+    acc = torch.baddbmm(z.reshape(bsz, c, h * wd), w.expand(bsz, c, TAPS), rt.reshape(bsz, TAPS, h * wd), beta=float(lamz))
+    acc = acc.view(bsz, c, h, wd).add_(b.view(1, c, 1, 1))
+    return _eta_(acc, lam.view(1, -1, 1, 1))
+
+
+def _chain_eager(xt, rts, w0, b0, ws, bs, lamz, lam):  # type: ignore[no-untyped-def]
+    z = _first_eager(xt, w0, b0, lam)
+    for rt, w, b in zip(rts, ws, bs):
+        z = _update_eager(z, rt, w, b, lamz, lam)
+    return z
+
+
+def _compile_wanted() -> bool:
+    return os.environ.get("CAUSALFUSE_COMPILE", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def compile_available() -> bool:
+    """Whether the fused kernels may be compiled (``CAUSALFUSE_COMPILE=0`` turns compilation off)."""
+    return _compile_wanted() and hasattr(torch, "compile")
+
+
+class _Kernel:
+    """A pointwise kernel: compiled on first use, with a permanent eager fallback if that fails."""
+
+    def __init__(self, fn: Callable[..., torch.Tensor], eager: Callable[..., torch.Tensor]) -> None:
+        self.fn = fn
+        self.eager = eager
+        self._compiled: Any = None  # None: not tried yet; False: unavailable
+
+    def __call__(self, *args: Any, use_compile: bool = True) -> torch.Tensor:
+        if use_compile and self._compiled is not False and compile_available():
+            try:
+                if self._compiled is None:
+                    self._compiled = torch.compile(self.fn, dynamic=True, fullgraph=True)
+                return self._compiled(*args)
+            except Exception as exc:  # no C++ compiler, unsupported platform, ...
+                warnings.warn(
+                    f"causalfuse: torch.compile of the LRR kernel {self.fn.__name__} failed "
+                    f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); using the slower eager kernel",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                self._compiled = False
+        return self.eager(*args)
+
+
+_FIRST = _Kernel(_first_pw, _first_eager)
+_UPDATE = _Kernel(_update_pw, _update_eager)
+_CHAIN = _Kernel(_chain_pw, _chain_eager)
+
+
+# ---------------------------------------------------------------------------
+# the fused encoder as one autograd function
+# ---------------------------------------------------------------------------
+class _FusedEncoder(torch.autograd.Function):
+    """Forward of the whole encoder; saves x, the residual taps and the output only.
+
+    Inputs: x, lamj, lamz, W00, b00, then the blocks' (Wdz, bdz, Wdtz, bdtz).
+    Returns the code Z (B, 256, H, W).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, use_compile: bool, x: torch.Tensor, lamj: torch.Tensor, lamz: torch.Tensor, w00: torch.Tensor, b00: torch.Tensor, *blocks: torch.Tensor) -> torch.Tensor:  # noqa: E501
+        c = w00.shape[0]
+        lam = lamj.reshape(c)
+        w0 = w00.reshape(c, TAPS)
+        xt = _taps(x)
+        z = _FIRST(xt, w0, b00, lam, use_compile=use_compile)
+        rts = []
+        for i in range(0, len(blocks), 4):
+            wdz, bdz, wdtz, bdtz = blocks[i : i + 4]
+            r = x - (_shift_sum(_project(z, wdz.reshape(c, TAPS).t())) + bdz.view(1, 1, 1, 1))
+            rt = _taps(r)
+            rts.append(rt)
+            z = _UPDATE(z, rt, wdtz.reshape(c, TAPS), bdtz, lamz, lam, use_compile=use_compile)
+        ctx.use_compile = use_compile
+        ctx.save_for_backward(x, lamj, lamz, w00, b00, z, *rts, *blocks)
+        ctx.n_blocks = len(rts)
+        return z
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        saved = ctx.saved_tensors
+        x, lamj, lamz, w00, b00, z_out = saved[:6]
+        nb = ctx.n_blocks
+        rts = saved[6 : 6 + nb]
+        blocks = saved[6 + nb :]
+        use_compile = ctx.use_compile
+        c = w00.shape[0]
+        bsz, _, h, wd = x.shape
+        hw = h * wd
+        lam = lamj.reshape(c)
+        w0 = w00.reshape(c, TAPS)
+        wts = tuple(blocks[i + 2].reshape(c, TAPS) for i in range(0, len(blocks), 4))
+        bts = tuple(blocks[i + 3] for i in range(0, len(blocks), 4))
+        lamz_f = float(lamz)
+        xt = _taps(x)
+        zero = torch.zeros((), dtype=grad_out.dtype, device=grad_out.device)
+
+        need_x = ctx.needs_input_grad[1]
+        g_lam = torch.zeros(c, dtype=grad_out.dtype, device=grad_out.device)
+        g_lamz = torch.zeros((), dtype=grad_out.dtype, device=grad_out.device)
+        g_blocks: list[torch.Tensor | None] = [None] * len(blocks)
+        g_x = torch.zeros_like(x) if need_x else None
+
+        g = grad_out
+        z_after = z_out
+        for k in range(nb - 1, -1, -1):
+            wdz, bdz, wdtz, _ = blocks[4 * k : 4 * k + 4]
+            z_before = _CHAIN(xt, tuple(rts[:k]), w0, b00, wts[:k], bts[:k], lamz, lam, use_compile=use_compile)
+            # through eta: dC = g where the output is non-zero
+            d_c = torch.where(z_after != 0, g, zero)
+            g_lam -= (d_c * torch.sign(z_after)).sum(dim=(0, 2, 3))
+            del g, z_after
+            d_cf = d_c.view(bsz, c, hw)
+            g_lamz += (d_c * z_before).sum()
+            rt = rts[k]
+            rtf = rt.reshape(bsz, TAPS, hw)
+            g_wdtz = torch.bmm(d_cf, rtf.transpose(1, 2)).sum(0)  # (C, 9)
+            g_bdtz = d_cf.sum(dim=(0, 2))
+            d_rt = torch.matmul(wts[k].t(), d_cf).view(bsz, TAPS, h, wd)
+            # through r = x - conv_Wdz(z): small maps, by autograd
+            with torch.enable_grad():
+                r_leaf = x.detach().new_empty(x.shape).requires_grad_(True)
+                (d_r,) = torch.autograd.grad(_taps(r_leaf), r_leaf, d_rt)
+                p_leaf = torch.zeros(bsz, TAPS, h, wd, dtype=x.dtype, device=x.device, requires_grad=True)
+                (d_p,) = torch.autograd.grad(_shift_sum(p_leaf), p_leaf, -d_r)
+            if g_x is not None:
+                g_x += d_r
+            g_bdz = (-d_r).sum().reshape(bdz.shape)
+            d_pf = d_p.reshape(bsz, TAPS, hw)
+            wd9 = wdz.reshape(c, TAPS)  # (C, 9)
+            zbf = z_before.view(bsz, c, hw)
+            g_wdz = torch.bmm(d_pf, zbf.transpose(1, 2)).sum(0).t()  # (C, 9)
+            # dZ_before = lamz * dC + Wdz^T dP, in the storage of dC
+            g = torch.baddbmm(d_cf, wd9.expand(bsz, c, TAPS), d_pf, beta=lamz_f).view(bsz, c, h, wd)
+            del d_c, d_cf
+            g_blocks[4 * k : 4 * k + 4] = [
+                g_wdz.reshape(wdz.shape),
+                g_bdz,
+                g_wdtz.reshape(blocks[4 * k + 2].shape),
+                g_bdtz.reshape(blocks[4 * k + 3].shape),
+            ]
+            z_after = z_before
+        # first stage: Z0 = eta(conv_W00(x))
+        d_c = torch.where(z_after != 0, g, zero)
+        g_lam -= (d_c * torch.sign(z_after)).sum(dim=(0, 2, 3))
+        d_cf = d_c.view(bsz, c, hw)
+        xtf = xt.reshape(bsz, TAPS, hw)
+        g_w00 = torch.bmm(d_cf, xtf.transpose(1, 2)).sum(0)
+        g_b00 = d_cf.sum(dim=(0, 2))
+        if g_x is not None:
+            d_xt = torch.matmul(w0.t(), d_cf).view(bsz, TAPS, h, wd)
+            with torch.enable_grad():
+                x_leaf = x.detach().new_empty(x.shape).requires_grad_(True)
+                (d_x0,) = torch.autograd.grad(_taps(x_leaf), x_leaf, d_xt)
+            g_x += d_x0
+        return (
+            None,
+            g_x,
+            g_lam.reshape(lamj.shape),
+            g_lamz.reshape(lamz.shape),
+            g_w00.reshape(w00.shape),
+            g_b00.reshape(b00.shape),
+            *g_blocks,
+        )
+
+
+# ---------------------------------------------------------------------------
+# modules
+# ---------------------------------------------------------------------------
+class ConvLayer(nn.Module):
+    """LRRNet's conv layer: reflection padding of k // 2, then ``Conv2d(in, out, k)`` with bias."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = KERNEL) -> None:
+        super().__init__()
+        self.conv2d = nn.Conv2d(in_channels, out_channels, kernel_size, stride=1)
+        self.padding = kernel_size // 2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = self.padding
+        return self.conv2d(F.pad(x, (p, p, p, p), mode="reflect"))
+
+
+class LRRBlock(nn.Module):
+    """One learnable low-rank representation block: Z <- eta(lamz Z + W_dtz(x - W_dz Z), lamj)."""
+
+    def __init__(self, code_channels: int = CODE_CHANNELS) -> None:
+        super().__init__()
+        self.conv_Wdz = ConvLayer(code_channels, 1)
+        self.conv_Wdtz = ConvLayer(1, code_channels)
+
+    def forward(self, x: torch.Tensor, z: torch.Tensor, lamj: torch.Tensor, lamz: torch.Tensor) -> torch.Tensor:
+        r = x - conv_to_one(z, self.conv_Wdz.conv2d.weight, self.conv_Wdz.conv2d.bias)
+        return soft_threshold(lamz.reshape(()) * z + self.conv_Wdtz(r), lamj)
+
+
+def _check_image_batch(x: torch.Tensor, what: str) -> None:
+    if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[1] != 1:
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise CausalFuseError(f"{what}: expected a (B, 1, H, W) tensor, got {shape}")
+    if min(x.shape[-2:]) < 2:
+        raise CausalFuseError(f"{what}: images must be at least 2 x 2 pixels (reflection padding), got {tuple(x.shape[-2:])}")
+
+
+class LRREncoder(nn.Module):
+    """LRRNet's encoder: a grey image -> low-rank part L and sparse part S.
+
+    Parameter names equal the official file's keys without the ``get_ls1.`` /
+    ``get_ls2.`` prefix, so :meth:`load_official` loads it directly.
+
+    Args:
+        n: channels of each part (the code Z has 2n channels; published: 128).
+        blocks: number of LRR blocks (published: 4).
+        fused: use the fast fused implementation (see the module docstring).
+            ``False`` gives the straightforward module-by-module computation
+            with ordinary autograd (kept for checking and for comparison).
+        compile: compile the fused pointwise kernels with ``torch.compile``
+            (falls back to eager kernels with a warning when compilation is
+            unavailable; the environment variable ``CAUSALFUSE_COMPILE=0``
+            turns it off everywhere).
+        checkpoint_blocks: with ``fused=False``, recompute each block in the
+            backward pass instead of storing its activations. The fused
+            implementation always recomputes, so it needs no checkpointing.
+
+    Shapes:
+        ``forward(x)``: x (B, 1, H, W), H, W >= 2 -> (L, S), each (B, n, H, W),
+        views of the code returned by :meth:`forward_code` (B, 2n, H, W).
+    """
+
+    def __init__(
+        self,
+        n: int = N_CHANNELS,
+        blocks: int = N_BLOCKS,
+        *,
+        fused: bool = True,
+        compile: bool = True,
+        checkpoint_blocks: bool = False,
+    ) -> None:
+        super().__init__()
+        self.n = n
+        self.lamj = nn.Parameter(torch.zeros(1, 2 * n))
+        self.lamz = nn.Parameter(torch.ones(1, 1))
+        self.conv_W00 = ConvLayer(1, 2 * n)
+        self.n_blocks = blocks
+        for i in range(blocks):
+            self.add_module(f"lrrblock{i}", LRRBlock(2 * n))
+        self.fused = fused
+        self.compile = compile
+        self.checkpoint_blocks = checkpoint_blocks
+
+    def lrr_blocks(self) -> list[LRRBlock]:
+        return [getattr(self, f"lrrblock{i}") for i in range(self.n_blocks)]
+
+    def forward_code(self, x: torch.Tensor) -> torch.Tensor:
+        """The whole code Z = [L, S] (B, 2n, H, W)."""
+        _check_image_batch(x, "LRR encoder input")
+        if self.fused:
+            params: list[torch.Tensor] = [self.lamj, self.lamz, self.conv_W00.conv2d.weight, self.conv_W00.conv2d.bias]
+            for block in self.lrr_blocks():
+                params += [
+                    block.conv_Wdz.conv2d.weight,
+                    block.conv_Wdz.conv2d.bias,
+                    block.conv_Wdtz.conv2d.weight,
+                    block.conv_Wdtz.conv2d.bias,
+                ]
+            params = [p.to(dtype=x.dtype) for p in params]
+            return _FusedEncoder.apply(bool(self.compile), x, *params)
+        z = soft_threshold(self.conv_W00(x), self.lamj)
+        for block in self.lrr_blocks():
+            if self.checkpoint_blocks and torch.is_grad_enabled():
+                z = checkpoint(block, x, z, self.lamj, self.lamz, use_reentrant=False)
+            else:
+                z = block(x, z, self.lamj, self.lamz)
+        return z
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        z = self.forward_code(x)
+        return z[:, : self.n], z[:, self.n :]
+
+    def load_official(self, state: Mapping[str, torch.Tensor], prefix: str = "get_ls1.") -> None:
+        """Load one encoder of LRRNet's published state dict (``get_ls1.``: infrared, ``get_ls2.``: visible)."""
+        sub = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+        _load_strict(self, sub, f"LRRNet encoder {prefix.rstrip('.')!r}")
+
+
+class LRRDecoder(nn.Module):
+    """LRRNet's decoder (fusion type "cat"): fused = conv_ReL([ReZx(L_ir), ReZy(L_vi)]) + conv_ReH([ReUx(S_ir), ReUy(S_vi)])."""
+
+    def __init__(self, n: int = N_CHANNELS) -> None:
+        super().__init__()
+        self.conv_ReZx = ConvLayer(n, 1)
+        self.conv_ReUx = ConvLayer(n, 1)
+        self.conv_ReZy = ConvLayer(n, 1)
+        self.conv_ReUy = ConvLayer(n, 1)
+        self.conv_ReL = ConvLayer(2, 1)
+        self.conv_ReH = ConvLayer(2, 1)
+
+    @staticmethod
+    def _to_one(layer: ConvLayer, z: torch.Tensor) -> torch.Tensor:
+        # n -> 1 conv without a padded copy of the n-channel part
+        return conv_to_one(z, layer.conv2d.weight, layer.conv2d.bias)
+
+    def forward(self, l_ir: torch.Tensor, s_ir: torch.Tensor, l_vi: torch.Tensor, s_vi: torch.Tensor) -> torch.Tensor:
+        low = self.conv_ReL(torch.cat([self._to_one(self.conv_ReZx, l_ir), self._to_one(self.conv_ReZy, l_vi)], dim=1))
+        high = self.conv_ReH(torch.cat([self._to_one(self.conv_ReUx, s_ir), self._to_one(self.conv_ReUy, s_vi)], dim=1))
+        return low + high
+
+
+class LRRNet(nn.Module):
+    """The whole LRRNet: infrared and visible encoders and the decoder.
+
+    ``forward(ir, vi)``: (B, 1, H, W) each, min-max normalised to [0, 1] as the
+    official test does -> raw fused (B, 1, H, W) (see :func:`lrrnet_postprocess`).
+    """
+
+    def __init__(self, *, fused: bool = True, compile: bool = True) -> None:
+        super().__init__()
+        self.encoder_ir = LRREncoder(fused=fused, compile=compile)
+        self.encoder_vi = LRREncoder(fused=fused, compile=compile)
+        self.decoder = LRRDecoder()
+
+    def forward(self, ir: torch.Tensor, vi: torch.Tensor) -> torch.Tensor:
+        if ir.shape != vi.shape:
+            raise CausalFuseError(f"infrared and visible inputs differ in shape: {tuple(ir.shape)} vs {tuple(vi.shape)}")
+        l_ir, s_ir = self.encoder_ir(ir)
+        l_vi, s_vi = self.encoder_vi(vi)
+        return self.decoder(l_ir, s_ir, l_vi, s_vi)
+
+    def load_official(self, state: Mapping[str, torch.Tensor]) -> None:
+        self.encoder_ir.load_official(state, prefix="get_ls1.")
+        self.encoder_vi.load_official(state, prefix="get_ls2.")
+        sub = {k[len("decoder.") :]: v for k, v in state.items() if k.startswith("decoder.")}
+        _load_strict(self.decoder, sub, "LRRNet decoder")
+
+    @classmethod
+    def from_official(cls, path: str | Path, **options: Any) -> "LRRNet":
+        """The network with LRRNet's published weights file at ``path``, in eval mode."""
+        net = cls(**options)
+        net.load_official(load_lrrnet_state(path))
+        return net.eval()
+
+
+def _load_strict(module: nn.Module, state: Mapping[str, torch.Tensor], what: str) -> None:
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = [f"{k} {tuple(state[k].shape)} (expected {tuple(own[k].shape)})" for k in own if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"missing {', '.join(missing)}")
+        if unexpected:
+            parts.append(f"unexpected {', '.join(unexpected)}")
+        if wrong:
+            parts.append(f"wrong shapes: {'; '.join(wrong)}")
+        raise CausalFuseError(f"{what}: the weights do not match: {' / '.join(parts)}")
+    module.load_state_dict(dict(state), strict=True)
+
+
+# ---------------------------------------------------------------------------
+# the official weights file
+# ---------------------------------------------------------------------------
+def _official_shapes(n: int = N_CHANNELS, blocks: int = N_BLOCKS) -> dict[str, tuple[int, ...]]:
+    c = 2 * n
+    shapes: dict[str, tuple[int, ...]] = {}
+    for enc in ("get_ls1", "get_ls2"):
+        shapes[f"{enc}.lamj"] = (1, c)
+        shapes[f"{enc}.lamz"] = (1, 1)
+        shapes[f"{enc}.conv_W00.conv2d.weight"] = (c, 1, KERNEL, KERNEL)
+        shapes[f"{enc}.conv_W00.conv2d.bias"] = (c,)
+        for i in range(blocks):
+            shapes[f"{enc}.lrrblock{i}.conv_Wdz.conv2d.weight"] = (1, c, KERNEL, KERNEL)
+            shapes[f"{enc}.lrrblock{i}.conv_Wdz.conv2d.bias"] = (1,)
+            shapes[f"{enc}.lrrblock{i}.conv_Wdtz.conv2d.weight"] = (c, 1, KERNEL, KERNEL)
+            shapes[f"{enc}.lrrblock{i}.conv_Wdtz.conv2d.bias"] = (c,)
+    for name in ("conv_ReZx", "conv_ReUx", "conv_ReZy", "conv_ReUy"):
+        shapes[f"decoder.{name}.conv2d.weight"] = (1, n, KERNEL, KERNEL)
+        shapes[f"decoder.{name}.conv2d.bias"] = (1,)
+    for name in ("conv_ReL", "conv_ReH"):
+        shapes[f"decoder.{name}.conv2d.weight"] = (1, 2, KERNEL, KERNEL)
+        shapes[f"decoder.{name}.conv2d.bias"] = (1,)
+    return shapes
+
+
+def _listing(keys: list[str], limit: int = 6) -> str:
+    more = f" and {len(keys) - limit} more" if len(keys) > limit else ""
+    return ", ".join(keys[:limit]) + more
+
+
+def load_lrrnet_state(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read and check LRRNet's published weights file (a PyTorch state dict).
+
+    The file is loaded with ``weights_only=True`` (no arbitrary unpickling). A
+    ``module.`` prefix (a model saved from ``DataParallel``) is accepted.
+
+    Returns:
+        The state dict, every tensor float32 on the CPU.
+
+    Raises:
+        CausalFuseError: the file is missing or unreadable, is not a state
+            dict, or its keys or shapes are not those of the published model.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CausalFuseError(f"LRRNet weights file {str(path)!r} does not exist" + (" (it is a directory)" if path.is_dir() else ""))
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CausalFuseError(f"LRRNet weights file {str(path)!r} could not be read as a PyTorch state dict (corrupt or not a weights file): {first}") from None
+    if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
+        state = state["state_dict"]
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CausalFuseError(f"LRRNet weights file {str(path)!r} does not hold a state dict of tensors (found {type(state).__name__})")
+    if state and all(str(k).startswith("module.") for k in state):
+        state = {str(k)[len("module.") :]: v for k, v in state.items()}
+    expected = _official_shapes()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = sorted(f"{k} {tuple(state[k].shape)} (expected {expected[k]})" for k in expected if k in state and tuple(state[k].shape) != expected[k])
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing keys ({_listing(missing)})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected keys ({_listing(unexpected)})")
+    if wrong:
+        problems.append(f"wrong shapes: {_listing(wrong, 4)}")
+    if problems:
+        raise CausalFuseError(f"LRRNet weights file {str(path)!r} is not LRRNet's published model (n=128, 4 blocks): {'; '.join(problems)}")
+    out: dict[str, torch.Tensor] = {}
+    for k in expected:
+        v = state[k]
+        if not v.is_floating_point():
+            raise CausalFuseError(f"LRRNet weights file {str(path)!r}: {k} has dtype {v.dtype}, expected floating point")
+        v = v.detach().to(dtype=torch.float32, device="cpu")
+        if not torch.isfinite(v).all():
+            raise CausalFuseError(f"LRRNet weights file {str(path)!r}: {k} holds non-finite values")
+        out[k] = v
+    return out
+
+
+# ---------------------------------------------------------------------------
+# the official pre- and post-processing
+# ---------------------------------------------------------------------------
+def lrrnet_preprocess(gray: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+    """LRRNet's input normalisation: (x - min) / (max - min + 1e-4).
+
+    Args:
+        gray: one grey image, uint8 or float on the 0..255 scale (any shape).
+
+    Returns:
+        float32 in [0, 1), numpy in -> numpy out, tensor in -> tensor out.
+    """
+    if isinstance(gray, torch.Tensor):
+        x = gray.to(torch.float32)
+        return (x - x.min()) / (x.max() - x.min() + EPS)
+    x = np.asarray(gray, dtype=np.float32)
+    return (x - x.min()) / (x.max() - x.min() + np.float32(EPS))
+
+
+def lrrnet_postprocess(raw: np.ndarray | torch.Tensor) -> np.ndarray:
+    """LRRNet's output conversion: clamp to [0, 255], min-max to [0, 1] (eps 1e-4), times 255, truncated to uint8.
+
+    Args:
+        raw: the raw network output of one image ((H, W), or with leading
+            singleton dimensions).
+
+    Returns:
+        (H, W) uint8 numpy array.
+    """
+    if isinstance(raw, torch.Tensor):
+        raw = raw.detach().to("cpu", torch.float32).numpy()
+    x = np.asarray(raw, dtype=np.float32)
+    while x.ndim > 2 and x.shape[0] == 1:
+        x = x[0]
+    x = np.clip(x, 0.0, 255.0)
+    x = (x - x.min()) / (x.max() - x.min() + np.float32(EPS))
+    return (x * np.float32(255.0)).astype(np.uint8)
+
+
+def lrrnet_fuse_gray(ir_gray: np.ndarray | torch.Tensor, vi_gray: np.ndarray | torch.Tensor, net: LRRNet) -> np.ndarray:
+    """Fuse one grey pair exactly as LRRNet's official test does.
+
+    Args:
+        ir_gray, vi_gray: (H, W) grey images on the 0..255 scale (uint8 or float).
+        net: an :class:`LRRNet` with the published weights.
+
+    Returns:
+        (H, W) uint8 fused image.
+    """
+    ir = torch.as_tensor(lrrnet_preprocess(ir_gray))
+    vi = torch.as_tensor(lrrnet_preprocess(vi_gray))
+    if ir.shape != vi.shape or ir.dim() != 2:
+        raise CausalFuseError(f"LRRNet fuses two grey images of the same (H, W) shape, got {tuple(ir.shape)} and {tuple(vi.shape)}")
+    param = next(net.parameters())
+    with torch.inference_mode():
+        raw = net(ir.to(param.device)[None, None], vi.to(param.device)[None, None])
+    return lrrnet_postprocess(raw)
