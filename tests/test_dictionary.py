@@ -225,11 +225,3 @@ def test_cli_build_and_show(tmp_path, capsys, monkeypatch):
     assert main(["dictionary", "build", "--ir", str(tmp_path / "data" / "ir"), "-o", str(tmp_path / "x.safetensors")]) == 2
     assert "--ir and --vi go together" in capsys.readouterr().err
 
-
-def test_real_dictionary_file_if_built():
-    path = Path("/work/artifacts/dict_n25.safetensors")
-    if not path.is_file():
-        pytest.skip(f"{path} not built here")
-    ir, vi = load_dictionaries(path)
-    assert ir.n_clusters == vi.n_clusters == 25 and ir.dim == 128
-    assert int(ir.counts.sum()) == ir.provenance["n_images"] == 393

@@ -24,7 +24,6 @@ instead of each decoding its own copy.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Sequence, Union
 
 import numpy as np
