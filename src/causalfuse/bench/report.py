@@ -90,6 +90,13 @@ def load_run(outdir: str | os.PathLike) -> RunData:
     )
     run.method_labels = [m["label"] for m in config.get("methods", [])]
     run.metrics = list(config.get("metrics", []))
+    # A resumed run may have left out methods, datasets or metrics of an earlier one.
+    datasets = set(config.get("datasets", {}))
+    keep = lambda r: r["method"] in run.method_labels and r["dataset"] in datasets  # noqa: E731
+    run.results = [r for r in run.results if keep(r) and r["metric"] in run.metrics]
+    run.methods = [r for r in run.methods if r["method"] in run.method_labels]
+    run.errors = [r for r in run.errors if keep(r)]
+    run.missing = [r for r in run.missing if keep(r)]
     seen: list[str] = []
     for row in run.pairs:
         if row["dataset"] not in seen:
@@ -504,12 +511,19 @@ def _timing_rows(run: RunData) -> list[list[str]]:
                 r["method"],
                 r.get("kind", ""),
                 f"{int(params):,}" if params else "–",
-                f"{float(r['ms_per_image']):.1f}" if r.get("ms_per_image") else "–",
+                _ms(r.get("ms_per_image")),
                 f"{float(r['images_per_s']):.2f}" if r.get("images_per_s") else "–",
                 r.get("images_timed", ""),
             ]
         )
     return rows
+
+
+def _ms(text: str | None) -> str:
+    if not text:
+        return "–"
+    ms = float(text)
+    return f"{ms:.3g}" if ms < 100 else f"{ms:.0f}"
 
 
 TIMING_HEADER = ["method", "kind", "parameters", "ms per image (median)", "images/s", "images timed"]

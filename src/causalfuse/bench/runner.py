@@ -145,6 +145,8 @@ def parse_method_spec(text: str, *, lrrnet_weights: str | None = None) -> Method
     method = method.strip()
     info = get_method(method)  # unknown names raise, listing the known methods
     weights = weights.strip() or None
+    if weights is not None and info.kind == "classical":
+        raise CausalFuseError(f"method {text!r}: {method} is a classical method and takes no checkpoint")
     if weights is not None:
         if not Path(weights).is_file():
             raise CausalFuseError(f"method {text!r}: checkpoint {weights} does not exist")
@@ -260,9 +262,6 @@ class BenchConfig:
     figure_images: int = 4
     zoom: tuple[float, float, float, float] | None = None
 
-    # Fields that change the numbers: another value means another benchmark.
-    _IDENTITY = ("methods", "datasets", "metrics", "colour", "dictionary")
-
     def to_dict(self) -> dict[str, Any]:
         from .. import __version__
 
@@ -271,15 +270,12 @@ class BenchConfig:
         d["causalfuse_version"] = __version__
         return d
 
-    def identity(self) -> dict[str, Any]:
-        d = self.to_dict()
-        return {k: d[k] for k in self._IDENTITY}
-
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "BenchConfig":
         names = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in d.items() if k in names}
         kwargs["methods"] = [MethodSpec(**m) for m in d["methods"]]
+        kwargs["datasets"] = {k: str(v) for k, v in d["datasets"].items()}
         if kwargs.get("zoom") is not None:
             kwargs["zoom"] = tuple(kwargs["zoom"])
         return cls(**kwargs)
@@ -352,42 +348,65 @@ def _external_folder(root: Path, dataset: str, n_datasets: int) -> Path | None:
     return root if n_datasets == 1 else None
 
 
+def config_conflicts(old: "BenchConfig", new: "BenchConfig") -> list[str]:
+    """Why the results of ``old`` cannot be reused by ``new`` ([] when they can).
+
+    Results are reusable when every dataset and method the two runs share
+    means the same thing (same folder; same method, weights or external
+    folder) and the colour mode and dictionary are the same. Methods,
+    datasets and metrics may be added or left out: their rows are keyed by
+    name, so the others stay valid.
+    """
+    problems = []
+    if old.colour != new.colour:
+        problems.append(f"colour {old.colour} vs {new.colour}")
+    if old.dictionary != new.dictionary:
+        problems.append(f"dictionary {old.dictionary} vs {new.dictionary}")
+    for name in sorted(set(old.datasets) & set(new.datasets)):
+        if str(old.datasets[name]) != str(new.datasets[name]):
+            problems.append(f"dataset {name} was {old.datasets[name]}, now {new.datasets[name]}")
+    old_methods = {m.label: m for m in old.methods}
+    for m in new.methods:
+        if m.label in old_methods and old_methods[m.label] != m:
+            problems.append(f"method {m.label} was {_describe(old_methods[m.label])}, now {_describe(m)}")
+    return problems
+
+
+def _describe(m: MethodSpec) -> str:
+    if m.external:
+        return f"external folder {m.external}"
+    return m.method + (f" with {m.weights}" if m.weights else "")
+
+
 def _prepare_outdir(outdir: Path, config: BenchConfig, overwrite: bool, log: Callable[[str], None]) -> None:
     config_path = outdir / "config.json"
     if outdir.exists() and not outdir.is_dir():
         raise CausalFuseError(f"{outdir}: exists and is not a folder")
+    stale = False
     if config_path.is_file():
         try:
-            old = json.loads(config_path.read_text())
-            old_identity = BenchConfig.from_dict(old).identity()
-        except (json.JSONDecodeError, KeyError, TypeError):
-            old_identity = None
-        if old_identity != config.identity():
-            if not overwrite:
-                diff = _describe_difference(old_identity, config.identity())
-                raise CausalFuseError(
-                    f"{outdir} holds the results of another benchmark configuration ({diff}); "
-                    "use another -o folder, or --overwrite to delete those results"
-                )
-            log(f"--overwrite: deleting the previous results in {outdir}")
-            for name in _RUN_FILES:
-                (outdir / name).unlink(missing_ok=True)
-            for name in _RUN_DIRS:
-                shutil.rmtree(outdir / name, ignore_errors=True)
+            problems = config_conflicts(BenchConfig.from_dict(json.loads(config_path.read_text())), config)
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
+            problems = ["its config.json is unreadable"]
+        stale = bool(problems)
+        if stale and not overwrite:
+            raise CausalFuseError(
+                f"{outdir} holds the results of another benchmark configuration ({'; '.join(problems)}); "
+                "use another -o folder, or --overwrite to delete those results"
+            )
     elif outdir.is_dir() and (outdir / "results.csv").exists():
+        stale = True
         if not overwrite:
-            raise CausalFuseError(f"{outdir} holds a results.csv without config.json; use --overwrite or another folder")
-        (outdir / "results.csv").unlink()
+            raise CausalFuseError(f"{outdir} holds a results.csv without config.json; use another -o folder or --overwrite")
+    if stale:
+        log(f"--overwrite: deleting the previous results in {outdir}")
+        for name in _RUN_FILES:
+            (outdir / name).unlink(missing_ok=True)
+        for name in _RUN_DIRS:
+            shutil.rmtree(outdir / name, ignore_errors=True)
     outdir.mkdir(parents=True, exist_ok=True)
     with atomic_path(config_path) as tmp:
         tmp.write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-
-
-def _describe_difference(old: dict | None, new: dict) -> str:
-    if old is None:
-        return "its config.json is unreadable"
-    keys = [k for k in new if old.get(k) != new.get(k)]
-    return "differs in " + ", ".join(keys)
 
 
 def _count_parameters(fn: Any) -> int | None:
@@ -438,12 +457,9 @@ def _score_task(task: tuple) -> tuple[tuple, dict[str, float] | None, str | None
 
 
 def _init_worker() -> None:
-    try:
-        import torch
-
-        torch.set_num_threads(1)
-    except ImportError:  # pragma: no cover
-        pass
+    # One thread per worker process: the workers are the parallelism.
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = "1"
 
 
 class _ResultStore:
