@@ -17,6 +17,10 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("CAUSALFUSE_SHARED", REPO.parent / "shared")).resolve()
 
+# torch.compile costs seconds per new shape; tests run the eager kernels
+# (the same arithmetic) unless a test turns compilation on itself.
+os.environ.setdefault("CAUSALFUSE_COMPILE", "0")
+
 # Two cores here; tests must not fight each other for them.
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 

@@ -1,0 +1,162 @@
+"""CausalFusionNet and BAFFM: shapes, gradients, attention, the back-door term."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from causalfuse import CausalFuseError
+from causalfuse.models.net import CausalFusionNet, NetConfig
+
+N, D = 5, 8
+
+
+def small_net(use_baffm: bool = True, seed: int = 0, **kw) -> CausalFusionNet:
+    torch.manual_seed(seed)
+    net = CausalFusionNet(NetConfig(dict_size=N, dict_dim=D, use_baffm=use_baffm, **kw))
+    g = torch.Generator().manual_seed(seed + 1)
+    net.set_dictionaries(torch.randn(N, D, generator=g), torch.randn(N, D, generator=g))
+    # BAFFM's weight conv starts at zero (equal weights); perturb it so the
+    # fusion weights depend on the input in these tests.
+    with torch.no_grad():
+        net.baffm.weights.weight.normal_(0, 0.5)
+    return net
+
+
+def pair(h: int, w: int, b: int = 1, seed: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(b, 1, h, w, generator=g), torch.rand(b, 1, h, w, generator=g)
+
+
+@pytest.mark.parametrize("h,w,b", [(17, 23, 1), (2, 2, 1), (31, 8, 2)])
+def test_output_shape_and_range_on_odd_sizes(h, w, b):
+    net = small_net()
+    ir, vi = pair(h, w, b)
+    out = net(ir, vi)
+    assert out.shape == (b, 1, h, w)
+    assert out.dtype == ir.dtype
+    assert torch.isfinite(out).all() and out.min() >= 0 and out.max() <= 1
+
+
+def test_gradients_reach_every_trainable_parameter():
+    net = small_net()
+    ir, vi = pair(12, 14, 2)
+    net(ir, vi).square().mean().backward()
+    trainable = [(n, p) for n, p in net.named_parameters() if p.requires_grad]
+    assert trainable
+    for name, p in trainable:
+        assert p.grad is not None, f"{name} got no gradient"
+        assert p.grad.abs().sum() > 0, f"{name} got a zero gradient"
+
+
+def test_without_baffm_freezes_only_the_backdoor_parameters():
+    net = small_net(use_baffm=False)
+    frozen = sorted(n for n, p in net.named_parameters() if not p.requires_grad)
+    assert frozen and all(".key." in n or ".value." in n for n in frozen)
+    # Same checkpoint format: the same tensor names as the full network.
+    assert net.state_dict().keys() == small_net().state_dict().keys()
+
+
+def test_attention_sums_to_one_per_pixel_and_prior_is_uniform():
+    net = small_net()
+    z_ir, _ = net.forward_features(*pair(9, 11))
+    lam = net.baffm.ir.attention(z_ir)
+    assert lam.shape == (1, N, 9, 11)
+    torch.testing.assert_close(lam.sum(dim=1), torch.ones(1, 9, 11), atol=1e-5, rtol=0)
+    assert (lam >= 0).all()
+    for branch in (net.baffm.ir, net.baffm.vi):
+        torch.testing.assert_close(branch.prior, torch.full((N,), 1.0 / N))
+
+
+def test_empirical_prior_takes_the_cluster_frequencies():
+    torch.manual_seed(0)
+    net = CausalFusionNet(NetConfig(dict_size=N, dict_dim=D, prior="empirical"))
+    freq = torch.tensor([5.0, 1, 1, 2, 1])
+    net.set_dictionaries(torch.randn(N, D), torch.randn(N, D), ir_frequencies=freq, vi_frequencies=freq)
+    torch.testing.assert_close(net.baffm.ir.prior, freq / freq.sum())
+    with pytest.raises(CausalFuseError, match="frequencies"):
+        net.set_dictionaries(torch.randn(N, D), torch.randn(N, D))
+
+
+def test_backdoor_term_changes_the_output_only_with_baffm():
+    ir, vi = pair(10, 13)
+    other = torch.randn(N, D, generator=torch.Generator().manual_seed(99)) * 3
+    for use_baffm, should_change in ((True, True), (False, False)):
+        net = small_net(use_baffm=use_baffm)
+        with torch.no_grad():
+            before = net(ir, vi)
+            net.set_dictionaries(other, other)
+            after = net(ir, vi)
+        changed = (before - after).abs().max().item()
+        if should_change:
+            assert changed > 1e-4, "changing the dictionary must change the fused image with BAFFM"
+        else:
+            assert changed == 0.0, "without BAFFM the dictionary must not matter"
+
+
+def test_chunked_attention_equals_one_chunk():
+    net = small_net()
+    ir, vi = pair(13, 17)
+    with torch.no_grad():
+        whole = net(ir, vi)
+        for branch in (net.baffm.ir, net.baffm.vi):
+            branch.chunk = 7
+        chunked = net(ir, vi)
+    torch.testing.assert_close(chunked, whole, atol=1e-6, rtol=0)
+
+
+def test_tap_decomposed_reconstruction_equals_the_plain_conv():
+    net = small_net()
+    ir, vi = pair(11, 9, 2)
+    with torch.no_grad():
+        z_ir, z_vi = net.forward_features(ir, vi)
+        w = net.fusion_weights(z_ir, z_vi)
+        fast = net.reconstruction(z_ir, z_vi, w)
+        plain = net.reconstruction.forward_reference(z_ir, z_vi, w)
+    torch.testing.assert_close(fast, plain, atol=1e-5, rtol=0)
+
+
+def test_fusion_weights_are_a_softmax_over_modalities():
+    net = small_net()
+    with torch.no_grad():
+        w = net.fusion_weights(*net.forward_features(*pair(6, 7)))
+    torch.testing.assert_close(w[:, 0] + w[:, 2], torch.ones(1, 6, 7))  # L part: ir + vi
+    torch.testing.assert_close(w[:, 1] + w[:, 3], torch.ones(1, 6, 7))  # S part
+
+
+def test_tiled_inference_is_seamless():
+    from causalfuse.fuse import run_tiled
+
+    net = small_net().eval()
+    ir, vi = pair(70, 53)
+    with torch.no_grad():
+        whole = net(ir, vi)
+        tiled = run_tiled(net, ir, vi, tile=24, overlap=net.receptive_radius)
+        too_little = run_tiled(net, ir, vi, tile=24, overlap=2)
+    torch.testing.assert_close(tiled, whole, atol=1e-5, rtol=0)
+    # The overlap is what makes it exact: with too little, seams appear.
+    assert (too_little - whole).abs().max() > 1e-4
+
+
+def test_dictionary_of_wrong_size_is_refused():
+    net = small_net()
+    with pytest.raises(CausalFuseError, match=r"shape \(6, 8\).*N=5"):
+        net.set_dictionaries(torch.randn(6, D), torch.randn(6, D))
+
+
+def test_bad_input_shapes_are_refused():
+    net = small_net()
+    with pytest.raises(CausalFuseError, match="same shape"):
+        net(torch.rand(1, 1, 8, 8), torch.rand(1, 1, 8, 9))
+    with pytest.raises(CausalFuseError, match="at least 2 x 2"):
+        net(torch.rand(1, 1, 1, 8), torch.rand(1, 1, 1, 8))
+
+
+def test_lrrnet_initialisation_loads_both_encoders(lrrnet_weights):
+    from causalfuse.models.lrr import load_lrrnet_state
+
+    net = small_net()
+    net.load_lrrnet(str(lrrnet_weights))
+    state = load_lrrnet_state(str(lrrnet_weights))
+    torch.testing.assert_close(net.encoder_ir.lamj.detach(), state["get_ls1.lamj"])
+    torch.testing.assert_close(net.encoder_vi.lamj.detach(), state["get_ls2.lamj"])
