@@ -1,0 +1,62 @@
+"""Structural similarity: VIFB's SSIM = SSIM(VI, F) + SSIM(IR, F).
+
+Every function takes one channel on the 0-255 scale.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._filters import filter2_valid, gaussian_1d
+from ._registry import register_metric
+
+__all__ = ["ssim", "ssim_single"]
+
+_WINDOW = gaussian_1d(11, 1.5)
+_C1 = (0.01 * 255) ** 2
+_C2 = (0.03 * 255) ** 2
+
+
+def _ssim_pair_maps(fused: np.ndarray, sources: list[np.ndarray]) -> list[float]:
+    """Mean SSIM of each source against ``fused``, sharing the fused image's statistics."""
+    f = np.asarray(fused, dtype=np.float64)
+    srcs = [np.asarray(s, dtype=np.float64) for s in sources]
+    stack = np.stack([f, f * f] + [a for s in srcs for a in (s, s * s, s * f)])
+    filt = filter2_valid(stack, _WINDOW)
+    if filt.shape[-1] == 0 or filt.shape[-2] == 0:
+        return [float("nan")] * len(srcs)  # image smaller than the window: MATLAB's mean2 of empty is NaN
+    ub = filt[0]
+    ub_sq = ub * ub
+    sigb_sq = filt[1] - ub_sq
+    out = []
+    for i in range(len(srcs)):
+        ua, ea2, eab = filt[2 + 3 * i], filt[3 + 3 * i], filt[4 + 3 * i]
+        ua_sq = ua * ua
+        ua_ub = ua * ub
+        siga_sq = ea2 - ua_sq
+        sigab = eab - ua_ub
+        ssim_map = ((2 * ua_ub + _C1) * (2 * sigab + _C2)) / ((ua_sq + ub_sq + _C1) * (siga_sq + sigb_sq + _C2))
+        out.append(float(ssim_map.mean()))
+    return out
+
+
+def ssim_single(a: np.ndarray, b: np.ndarray) -> float:
+    """Wang et al.'s SSIM of two images: 11 x 11 Gaussian (sigma 1.5), 'valid', K = (0.01, 0.03), L = 255."""
+    return _ssim_pair_maps(b, [a])[0]
+
+
+@register_metric(
+    "SSIM",
+    higher_is_better=True,
+    reference="Z. Wang, A. C. Bovik, H. R. Sheikh, E. P. Simoncelli, Image quality assessment: from error visibility "
+    "to structural similarity, IEEE Transactions on Image Processing 13(4):600-612, 2004, doi:10.1109/TIP.2003.819861",
+    vifb_name="Ssim",
+)
+def ssim(fused: np.ndarray, ir: np.ndarray, vi: np.ndarray) -> float:
+    """VIFB's SSIM: SSIM(VI, F) + SSIM(IR, F), so the maximum is 2 (``metricsSsim``).
+
+    Each term is the mean of the SSIM map with an 11 x 11 Gaussian window
+    (sigma 1.5), 'valid' filtering (no padding), K1 = 0.01, K2 = 0.03, L = 255.
+    """
+    s_vi, s_ir = _ssim_pair_maps(fused, [vi, ir])
+    return s_vi + s_ir
