@@ -145,7 +145,7 @@ def write_image(path: str | os.PathLike, image: np.ndarray, *, bits: Literal[8, 
     if arr.dtype == np.uint16:
         if arr.ndim == 3:
             raise CausalFuseError(f"{path}: 16-bit colour output is not supported; write 8-bit or grey")
-        im = Image.fromarray(arr, mode="I;16")
+        im = Image.fromarray(arr)  # mode I;16
     else:
         im = Image.fromarray(arr.astype(np.uint8))
     with atomic_path(path) as tmp:

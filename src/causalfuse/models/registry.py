@@ -81,5 +81,20 @@ def get_method(name: str) -> MethodInfo:
 
 
 def create_method(name: str, **options: Any) -> FusionMethod:
-    """Build the method ``name`` with the given options (e.g. ``weights``, ``device``)."""
-    return get_method(name).factory(**options)
+    """Build the method ``name`` with the given options (e.g. ``weights``, ``device``).
+
+    Options a method does not take are dropped when they are None or
+    ``device``, so callers can pass the same options to every method; any
+    other option it does not take is an error.
+    """
+    import inspect
+
+    info = get_method(name)
+    params = inspect.signature(info.factory).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        extra = {k: v for k, v in options.items() if k not in params}
+        refused = sorted(k for k, v in extra.items() if v is not None and k != "device")
+        if refused:
+            raise CausalFuseError(f"fusion method {name!r} takes no {', '.join(refused)} option")
+        options = {k: v for k, v in options.items() if k in params}
+    return info.factory(**options)

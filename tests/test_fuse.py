@@ -1,0 +1,181 @@
+"""Fusing pairs and folders from Python and the command line."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from causalfuse import CausalFuseError
+from causalfuse.checkpoint import save_model
+from causalfuse.cli import main
+from causalfuse.fuse import fuse, fuse_folder, luminance_pair
+from causalfuse.io import load_image, rgb_to_ycbcr, ycbcr_to_rgb
+from tests.test_net import small_net
+
+
+@pytest.fixture
+def ckpt(tmp_path):
+    return save_model(tmp_path / "net.safetensors", small_net())
+
+
+def rgb(h, w, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def grey(h, w, seed=1):
+    return np.random.default_rng(seed).integers(0, 256, (h, w), dtype=np.uint8)
+
+
+def save(path, arr):
+    Image.fromarray(arr).save(path)
+    return path
+
+
+def test_colour_visible_keeps_its_chroma(ckpt):
+    ir, vi = grey(20, 27), rgb(20, 27)
+    out = fuse(ir, vi, method="causalfuse", weights=ckpt, device="cpu")
+    assert out.shape == (20, 27, 3) and out.dtype == np.float32
+    # Cb and Cr of the result are those of the visible image (up to clipping to RGB).
+    ycc_out, ycc_vi = rgb_to_ycbcr(out), rgb_to_ycbcr(vi / 255.0)
+    inside = (ycbcr_to_rgb(np.concatenate([ycc_out[..., :1], ycc_vi[..., 1:]], -1)) > 0.01).all(-1)
+    inside &= (ycbcr_to_rgb(np.concatenate([ycc_out[..., :1], ycc_vi[..., 1:]], -1)) < 0.99).all(-1)
+    assert inside.sum() > 50
+    np.testing.assert_allclose(ycc_out[inside][:, 1:], ycc_vi[inside][:, 1:], atol=2e-3)
+
+
+def test_grey_stays_grey_and_matches_the_luminance_path(ckpt):
+    ir, vi = grey(16, 16, 1), grey(16, 16, 2)
+    out = fuse(ir, vi, method="causalfuse", weights=ckpt, device="cpu")
+    assert out.shape == (16, 16)
+
+
+def test_three_channel_infrared_is_made_grey():
+    ir3 = np.stack([grey(8, 9)] * 3, -1)
+    ir_y, vi_y, cbcr = luminance_pair(ir3, grey(8, 9, 5))
+    np.testing.assert_allclose(ir_y, grey(8, 9) / 255.0, atol=1e-5)
+    assert cbcr is None
+
+
+def test_16_bit_input_is_scaled_not_truncated(tmp_path):
+    a = (np.arange(64 * 64, dtype=np.uint16).reshape(64, 64) * 16)
+    path = tmp_path / "ir16.png"
+    Image.fromarray(a).save(path)
+    ir_y, _, _ = luminance_pair(path, np.zeros((64, 64), np.uint8))
+    np.testing.assert_allclose(ir_y, a / 65535.0, atol=1e-6)
+    assert ir_y.max() > 0.9
+
+
+def test_sizes_must_match(tmp_path):
+    a, b = save(tmp_path / "a.png", grey(10, 12)), save(tmp_path / "b.png", grey(10, 13))
+    with pytest.raises(CausalFuseError, match=r"a.png is 12 x 10 but .*b.png is 13 x 10"):
+        fuse(a, b, method="average")
+
+
+def test_not_an_image_and_truncated_files(tmp_path):
+    bad = tmp_path / "notes.png"
+    bad.write_text("hello")
+    good = save(tmp_path / "g.png", grey(10, 10))
+    with pytest.raises(CausalFuseError, match="notes.png: cannot be read as an image"):
+        fuse(bad, good, method="average")
+    trunc = tmp_path / "t.png"
+    trunc.write_bytes(good.read_bytes()[:60])
+    with pytest.raises(CausalFuseError, match="t.png: cannot be read"):
+        fuse(trunc, good, method="average")
+
+
+def make_folders(tmp_path, names, extra_ir=(), extra_vi=()):
+    ir_dir, vi_dir = tmp_path / "ir", tmp_path / "vi"
+    ir_dir.mkdir(), vi_dir.mkdir()
+    for i, n in enumerate(names):
+        save(ir_dir / f"{n}.png", grey(12, 14, i))
+        save(vi_dir / f"{n}.jpg", rgb(12, 14, i))
+    for n in extra_ir:
+        save(ir_dir / f"{n}.png", grey(12, 14))
+    for n in extra_vi:
+        save(vi_dir / f"{n}.png", grey(12, 14))
+    return ir_dir, vi_dir
+
+
+def test_folder_cli_resumes_and_overwrites(tmp_path, ckpt, capsys):
+    ir_dir, vi_dir = make_folders(tmp_path, ["a", "b", "c"])
+    out = tmp_path / "out"
+    args = ["fuse", "--ir", str(ir_dir), "--vi", str(vi_dir), "-o", str(out), "--weights", str(ckpt), "--device", "cpu", "-q"]
+    assert main(args) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png", "c.png"]
+    (out / "b.png").unlink()
+    stamp = (out / "a.png").stat().st_mtime_ns
+    assert main(args) == 0
+    assert "1 fused, 2 already there" in capsys.readouterr().out
+    assert (out / "a.png").stat().st_mtime_ns == stamp
+    assert main(args + ["--overwrite"]) == 0
+    assert "3 fused" in capsys.readouterr().out
+
+
+def test_unmatched_stems_are_listed_or_skipped(tmp_path, capsys):
+    ir_dir, vi_dir = make_folders(tmp_path, ["a", "b"], extra_ir=["only_ir"], extra_vi=["only_vi"])
+    out = tmp_path / "out"
+    args = ["fuse", "--ir", str(ir_dir), "--vi", str(vi_dir), "-o", str(out), "--method", "average", "-q"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "only_ir" in err and "only_vi" in err and "--skip-unmatched" in err
+    assert main(args + ["--skip-unmatched"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png"]
+
+
+def test_empty_folder(tmp_path, capsys):
+    (tmp_path / "ir").mkdir(), (tmp_path / "vi").mkdir()
+    assert main(["fuse", "--ir", str(tmp_path / "ir"), "--vi", str(tmp_path / "vi"), "-o", str(tmp_path / "o"), "--method", "average"]) == 2
+    assert "no images found" in capsys.readouterr().err
+
+
+def test_output_that_is_a_directory(tmp_path, capsys):
+    a, b = save(tmp_path / "a.png", grey(10, 10)), save(tmp_path / "b.png", grey(10, 10))
+    (tmp_path / "d").mkdir()
+    assert main(["fuse", "--ir", str(a), "--vi", str(b), "-o", str(tmp_path / "d"), "--method", "average"]) == 2
+    assert "is a directory" in capsys.readouterr().err
+
+
+def test_bad_pair_in_a_folder_leaves_no_partial_output(tmp_path, capsys):
+    ir_dir, vi_dir = make_folders(tmp_path, ["a", "b"])
+    (ir_dir / "b.png").write_bytes(b"\x89PNG broken")
+    out = tmp_path / "out"
+    assert main(["fuse", "--ir", str(ir_dir), "--vi", str(vi_dir), "-o", str(out), "--method", "average", "-q"]) == 2
+    assert "b.png" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["a.png"], "nothing half-written may be left"
+
+
+def test_corrupted_or_mismatched_checkpoint_from_the_cli(tmp_path, capsys):
+    a, b = save(tmp_path / "a.png", grey(10, 10)), save(tmp_path / "b.png", grey(10, 10))
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x00" * 100)
+    assert main(["fuse", "--ir", str(a), "--vi", str(b), "-o", str(tmp_path / "f.png"), "--weights", str(bad)]) == 2
+    assert "bad.safetensors" in capsys.readouterr().err
+    assert not (tmp_path / "f.png").exists()
+
+
+def test_unknown_method_lists_the_known_ones(tmp_path, capsys):
+    a = save(tmp_path / "a.png", grey(10, 10))
+    assert main(["fuse", "--ir", str(a), "--vi", str(a), "-o", str(tmp_path / "f.png"), "--method", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown fusion method 'nope'" in err and "lrrnet" in err and "causalfuse" in err
+
+
+def test_lrrnet_cli_reproduces_the_official_result(lrrnet_weights, val_data, tmp_path):
+    from tests.conftest import shared_path
+
+    ref = np.load(shared_path("specs", "lrrnet_reference", "tno21_8.npz"))
+    out = tmp_path / "fused.png"
+    code = main([
+        "fuse", "--ir", str(val_data / "TNO21" / "ir" / "8.png"), "--vi", str(val_data / "TNO21" / "vi" / "8.png"),
+        "-o", str(out), "--method", "lrrnet", "--weights", str(lrrnet_weights), "--device", "cpu",
+    ])
+    assert code == 0
+    got = load_image(out).astype(int)
+    assert got.shape == ref["fused_uint8"].shape
+    assert np.abs(got - ref["fused_uint8"].astype(int)).max() <= 1
+
+
+def test_lrrnet_without_weights_says_what_to_pass():
+    with pytest.raises(CausalFuseError, match="--weights"):
+        fuse(grey(8, 8), grey(8, 8), method="lrrnet")
