@@ -187,6 +187,10 @@ def conv_to_one(z: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> to
 
 # ---------------------------------------------------------------------------
 # fused pointwise kernels (compiled when possible) and their eager fallbacks
+#
+# Every kernel writes into a buffer it is given: a fresh 256-channel buffer
+# costs page faults that take several times longer than the arithmetic, so the
+# encoder keeps one code buffer and updates it in place.
 # ---------------------------------------------------------------------------
 def _first_pw(xt: torch.Tensor, w: torch.Tensor, b: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
     """eta(conv_W00(x)) from the 9 taps xt (B, 9, H, W); w (C, 9), b (C,), lam (C,)."""
@@ -206,44 +210,42 @@ def _update_pw(
     return _eta(acc, lam.view(1, -1, 1, 1))
 
 
-def _chain_pw(
-    xt: torch.Tensor,
-    rts: tuple[torch.Tensor, ...],
-    w0: torch.Tensor,
-    b0: torch.Tensor,
-    ws: tuple[torch.Tensor, ...],
-    bs: tuple[torch.Tensor, ...],
-    lamz: torch.Tensor,
-    lam: torch.Tensor,
-) -> torch.Tensor:
-    """The code after len(rts) blocks, recomputed pixel by pixel from the saved residual taps."""
-    z = _first_pw(xt, w0, b0, lam)
-    for rt, w, b in zip(rts, ws, bs):
-        z = _update_pw(z, rt, w, b, lamz, lam)
-    return z
+def _first_into(out: torch.Tensor, xt: torch.Tensor, w: torch.Tensor, b: torch.Tensor, lam: torch.Tensor) -> None:
+    out.copy_(_first_pw(xt, w, b, lam))
 
 
-def _first_eager(xt: torch.Tensor, w: torch.Tensor, b: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
-    bsz, _, h, wd = xt.shape
-    c = w.shape[0]
-    acc = torch.baddbmm(b.view(1, c, 1).expand(bsz, c, h * wd), w.expand(bsz, c, TAPS), xt.reshape(bsz, TAPS, h * wd))
-    return _eta_(acc.view(bsz, c, h, wd), lam.view(1, -1, 1, 1))
+def _update_(z: torch.Tensor, rt: torch.Tensor, w: torch.Tensor, b: torch.Tensor, lamz: torch.Tensor, lam: torch.Tensor) -> None:
+    z.copy_(_update_pw(z, rt, w, b, lamz, lam))
 
 
-def _update_eager(
-    z: torch.Tensor, rt: torch.Tensor, w: torch.Tensor, b: torch.Tensor, lamz: torch.Tensor, lam: torch.Tensor
-) -> torch.Tensor:
+def _mask_(g: torch.Tensor, z_out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Backward through eta in place: g <- g where the output is non-zero, else 0.
+
+    Returns the per-channel gradients of the threshold and of a bias added
+    before eta.
+    """
+    d = torch.where(z_out != 0, g, torch.zeros((), dtype=g.dtype, device=g.device))
+    g.copy_(d)
+    return -(d * torch.sign(z_out)).sum(dim=(0, 2, 3)), d.sum(dim=(0, 2, 3))
+
+
+def _first_into_eager(out: torch.Tensor, xt: torch.Tensor, w: torch.Tensor, b: torch.Tensor, lam: torch.Tensor) -> None:
+    bsz, c, h, wd = out.shape
+    torch.baddbmm(
+        b.view(1, c, 1).expand(bsz, c, h * wd), w.expand(bsz, c, TAPS), xt.reshape(bsz, TAPS, h * wd), out=out.view(bsz, c, h * wd)
+    )
+    _eta_(out, lam.view(1, -1, 1, 1))
+
+
+def _update_eager_(z: torch.Tensor, rt: torch.Tensor, w: torch.Tensor, b: torch.Tensor, lamz: torch.Tensor, lam: torch.Tensor) -> None:
     bsz, c, h, wd = z.shape
-    acc = torch.baddbmm(z.reshape(bsz, c, h * wd), w.expand(bsz, c, TAPS), rt.reshape(bsz, TAPS, h * wd), beta=float(lamz))
-    acc = acc.view(bsz, c, h, wd).add_(b.view(1, c, 1, 1))
-    return _eta_(acc, lam.view(1, -1, 1, 1))
+    z.view(bsz, c, h * wd).baddbmm_(w.expand(bsz, c, TAPS), rt.reshape(bsz, TAPS, h * wd), beta=float(lamz))
+    _eta_(z.add_(b.view(1, c, 1, 1)), lam.view(1, -1, 1, 1))
 
 
-def _chain_eager(xt, rts, w0, b0, ws, bs, lamz, lam):  # type: ignore[no-untyped-def]
-    z = _first_eager(xt, w0, b0, lam)
-    for rt, w, b in zip(rts, ws, bs):
-        z = _update_eager(z, rt, w, b, lamz, lam)
-    return z
+def _mask_eager_(g: torch.Tensor, z_out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    g.masked_fill_(z_out == 0, 0)
+    return -(g * torch.sign(z_out)).sum(dim=(0, 2, 3)), g.sum(dim=(0, 2, 3))
 
 
 def _compile_wanted() -> bool:
@@ -258,21 +260,22 @@ def compile_available() -> bool:
 class _Kernel:
     """A pointwise kernel: compiled on first use, with a permanent eager fallback if that fails."""
 
-    def __init__(self, fn: Callable[..., torch.Tensor], eager: Callable[..., torch.Tensor]) -> None:
+    def __init__(self, fn: Callable[..., Any], eager: Callable[..., Any]) -> None:
         self.fn = fn
         self.eager = eager
         self._compiled: Any = None  # None: not tried yet; False: unavailable
 
-    def __call__(self, *args: Any, use_compile: bool = True) -> torch.Tensor:
+    def __call__(self, *args: Any, use_compile: bool = True) -> Any:
         if use_compile and self._compiled is not False and compile_available():
             try:
                 if self._compiled is None:
                     self._compiled = torch.compile(self.fn, dynamic=True, fullgraph=True)
                 return self._compiled(*args)
             except Exception as exc:  # no C++ compiler, unsupported platform, ...
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
                 warnings.warn(
                     f"causalfuse: torch.compile of the LRR kernel {self.fn.__name__} failed "
-                    f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); using the slower eager kernel",
+                    f"({type(exc).__name__}: {first}); using the slower eager kernel",
                     RuntimeWarning,
                     stacklevel=2,
                 )
@@ -280,38 +283,44 @@ class _Kernel:
         return self.eager(*args)
 
 
-_FIRST = _Kernel(_first_pw, _first_eager)
-_UPDATE = _Kernel(_update_pw, _update_eager)
-_CHAIN = _Kernel(_chain_pw, _chain_eager)
+_FIRST = _Kernel(_first_into, _first_into_eager)
+_UPDATE = _Kernel(_update_, _update_eager_)
+_MASK = _Kernel(_mask_, _mask_eager_)
 
 
 # ---------------------------------------------------------------------------
 # the fused encoder as one autograd function
 # ---------------------------------------------------------------------------
+def _residual(x: torch.Tensor, z: torch.Tensor, wdz: torch.Tensor, bdz: torch.Tensor) -> torch.Tensor:
+    """r = x - conv_Wdz(z), via the 9-tap projection of z (z itself is never padded)."""
+    c = z.shape[1]
+    return x - (_shift_sum(_project(z, wdz.reshape(c, TAPS).t())) + bdz.view(1, 1, 1, 1))
+
+
 class _FusedEncoder(torch.autograd.Function):
     """Forward of the whole encoder; saves x, the residual taps and the output only.
 
-    Inputs: x, lamj, lamz, W00, b00, then the blocks' (Wdz, bdz, Wdtz, bdtz).
-    Returns the code Z (B, 256, H, W).
+    Inputs: use_compile, x, lamj, lamz, W00, b00, then each block's
+    (Wdz, bdz, Wdtz, bdtz). Returns the code Z (B, 2n, H, W).
     """
 
     @staticmethod
     def forward(ctx: Any, use_compile: bool, x: torch.Tensor, lamj: torch.Tensor, lamz: torch.Tensor, w00: torch.Tensor, b00: torch.Tensor, *blocks: torch.Tensor) -> torch.Tensor:  # noqa: E501
         c = w00.shape[0]
+        bsz, _, h, wd = x.shape
         lam = lamj.reshape(c)
-        w0 = w00.reshape(c, TAPS)
         xt = _taps(x)
-        z = _FIRST(xt, w0, b00, lam, use_compile=use_compile)
+        z = torch.empty(bsz, c, h, wd, dtype=x.dtype, device=x.device)
+        _FIRST(z, xt, w00.reshape(c, TAPS), b00, lam, use_compile=use_compile)
         rts = []
         for i in range(0, len(blocks), 4):
             wdz, bdz, wdtz, bdtz = blocks[i : i + 4]
-            r = x - (_shift_sum(_project(z, wdz.reshape(c, TAPS).t())) + bdz.view(1, 1, 1, 1))
-            rt = _taps(r)
+            rt = _taps(_residual(x, z, wdz, bdz))
             rts.append(rt)
-            z = _UPDATE(z, rt, wdtz.reshape(c, TAPS), bdtz, lamz, lam, use_compile=use_compile)
+            _UPDATE(z, rt, wdtz.reshape(c, TAPS), bdtz, lamz, lam, use_compile=use_compile)
         ctx.use_compile = use_compile
-        ctx.save_for_backward(x, lamj, lamz, w00, b00, z, *rts, *blocks)
         ctx.n_blocks = len(rts)
+        ctx.save_for_backward(x, lamj, lamz, w00, b00, z, *rts, *blocks)
         return z
 
     @staticmethod
@@ -322,74 +331,72 @@ class _FusedEncoder(torch.autograd.Function):
         nb = ctx.n_blocks
         rts = saved[6 : 6 + nb]
         blocks = saved[6 + nb :]
-        use_compile = ctx.use_compile
+        uc = ctx.use_compile
         c = w00.shape[0]
         bsz, _, h, wd = x.shape
         hw = h * wd
         lam = lamj.reshape(c)
         w0 = w00.reshape(c, TAPS)
-        wts = tuple(blocks[i + 2].reshape(c, TAPS) for i in range(0, len(blocks), 4))
-        bts = tuple(blocks[i + 3] for i in range(0, len(blocks), 4))
+        wts = [blocks[4 * k + 2].reshape(c, TAPS) for k in range(nb)]
+        bts = [blocks[4 * k + 3] for k in range(nb)]
         lamz_f = float(lamz)
         xt = _taps(x)
-        zero = torch.zeros((), dtype=grad_out.dtype, device=grad_out.device)
 
-        need_x = ctx.needs_input_grad[1]
-        g_lam = torch.zeros(c, dtype=grad_out.dtype, device=grad_out.device)
-        g_lamz = torch.zeros((), dtype=grad_out.dtype, device=grad_out.device)
+        g_lam = torch.zeros(c, dtype=x.dtype, device=x.device)
+        g_lamz = torch.zeros((), dtype=x.dtype, device=x.device)
         g_blocks: list[torch.Tensor | None] = [None] * len(blocks)
-        g_x = torch.zeros_like(x) if need_x else None
+        g_x = torch.zeros_like(x) if ctx.needs_input_grad[1] else None
 
-        g = grad_out
+        # Two code-sized buffers for the whole backward pass: g (the gradient,
+        # updated in place block by block) and z (each block's input code,
+        # recomputed from the saved residual taps).
+        g = grad_out.clone(memory_format=torch.contiguous_format)
+        gf = g.view(bsz, c, hw)
         z_after = z_out
+        z = None
         for k in range(nb - 1, -1, -1):
-            wdz, bdz, wdtz, _ = blocks[4 * k : 4 * k + 4]
-            z_before = _CHAIN(xt, tuple(rts[:k]), w0, b00, wts[:k], bts[:k], lamz, lam, use_compile=use_compile)
-            # through eta: dC = g where the output is non-zero
-            d_c = torch.where(z_after != 0, g, zero)
-            g_lam -= (d_c * torch.sign(z_after)).sum(dim=(0, 2, 3))
-            del g, z_after
-            d_cf = d_c.view(bsz, c, hw)
-            g_lamz += (d_c * z_before).sum()
-            rt = rts[k]
-            rtf = rt.reshape(bsz, TAPS, hw)
-            g_wdtz = torch.bmm(d_cf, rtf.transpose(1, 2)).sum(0)  # (C, 9)
-            g_bdtz = d_cf.sum(dim=(0, 2))
-            d_rt = torch.matmul(wts[k].t(), d_cf).view(bsz, TAPS, h, wd)
-            # through r = x - conv_Wdz(z): small maps, by autograd
+            wdz, bdz, wdtz, bdtz = blocks[4 * k : 4 * k + 4]
+            part_lam, g_bdtz = _MASK(g, z_after, use_compile=uc)  # g is now dL/dC_k
+            g_lam += part_lam
+            if z is None:
+                z = torch.empty_like(z_out)  # z_out belongs to the caller
+            _FIRST(z, xt, w0, b00, lam, use_compile=uc)
+            for j in range(k):
+                _UPDATE(z, rts[j], wts[j], bts[j], lamz, lam, use_compile=uc)
+            zf = z.view(bsz, c, hw)
+            g_lamz += torch.dot(gf.reshape(-1), zf.reshape(-1))
+            rtf = rts[k].reshape(bsz, TAPS, hw)
+            g_wdtz = torch.bmm(gf, rtf.transpose(1, 2)).sum(0)  # (C, 9)
+            d_rt = torch.matmul(wts[k].t(), gf).view(bsz, TAPS, h, wd)
+            # through r = x - conv_Wdz(z): one-channel maps, by autograd
             with torch.enable_grad():
-                r_leaf = x.detach().new_empty(x.shape).requires_grad_(True)
+                r_leaf = torch.zeros_like(x).requires_grad_(True)
                 (d_r,) = torch.autograd.grad(_taps(r_leaf), r_leaf, d_rt)
                 p_leaf = torch.zeros(bsz, TAPS, h, wd, dtype=x.dtype, device=x.device, requires_grad=True)
                 (d_p,) = torch.autograd.grad(_shift_sum(p_leaf), p_leaf, -d_r)
             if g_x is not None:
                 g_x += d_r
-            g_bdz = (-d_r).sum().reshape(bdz.shape)
             d_pf = d_p.reshape(bsz, TAPS, hw)
-            wd9 = wdz.reshape(c, TAPS)  # (C, 9)
-            zbf = z_before.view(bsz, c, hw)
-            g_wdz = torch.bmm(d_pf, zbf.transpose(1, 2)).sum(0).t()  # (C, 9)
-            # dZ_before = lamz * dC + Wdz^T dP, in the storage of dC
-            g = torch.baddbmm(d_cf, wd9.expand(bsz, c, TAPS), d_pf, beta=lamz_f).view(bsz, c, h, wd)
-            del d_c, d_cf
+            wd9 = wdz.reshape(c, TAPS)
+            g_wdz = torch.bmm(d_pf, zf.transpose(1, 2)).sum(0).t()  # (C, 9)
+            # dL/dZ_k = lamz * dL/dC_k + Wdz^T dP, in place
+            gf.baddbmm_(wd9.expand(bsz, c, TAPS), d_pf, beta=lamz_f)
             g_blocks[4 * k : 4 * k + 4] = [
                 g_wdz.reshape(wdz.shape),
-                g_bdz,
-                g_wdtz.reshape(blocks[4 * k + 2].shape),
-                g_bdtz.reshape(blocks[4 * k + 3].shape),
+                (-d_r).sum().reshape(bdz.shape),
+                g_wdtz.reshape(wdtz.shape),
+                g_bdtz.reshape(bdtz.shape),
             ]
-            z_after = z_before
-        # first stage: Z0 = eta(conv_W00(x))
-        d_c = torch.where(z_after != 0, g, zero)
-        g_lam -= (d_c * torch.sign(z_after)).sum(dim=(0, 2, 3))
-        d_cf = d_c.view(bsz, c, hw)
+            z_after = z
+        # first stage: Z_0 = eta(conv_W00(x))
+        part_lam, g_b00 = _MASK(g, z_after, use_compile=uc)
+        g_lam += part_lam
         xtf = xt.reshape(bsz, TAPS, hw)
-        g_w00 = torch.bmm(d_cf, xtf.transpose(1, 2)).sum(0)
-        g_b00 = d_cf.sum(dim=(0, 2))
+        g_w00 = torch.bmm(gf, xtf.transpose(1, 2)).sum(0)
         if g_x is not None:
-            d_xt = torch.matmul(w0.t(), d_cf).view(bsz, TAPS, h, wd)
+            d_xt = torch.matmul(w0.t(), gf).view(bsz, TAPS, h, wd)
             with torch.enable_grad():
-                x_leaf = x.detach().new_empty(x.shape).requires_grad_(True)
+                x_leaf = torch.zeros_like(x).requires_grad_(True)
                 (d_x0,) = torch.autograd.grad(_taps(x_leaf), x_leaf, d_xt)
             g_x += d_x0
         return (
