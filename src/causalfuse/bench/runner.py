@@ -360,8 +360,6 @@ def config_conflicts(old: "BenchConfig", new: "BenchConfig") -> list[str]:
     problems = []
     if old.colour != new.colour:
         problems.append(f"colour {old.colour} vs {new.colour}")
-    if old.dictionary != new.dictionary:
-        problems.append(f"dictionary {old.dictionary} vs {new.dictionary}")
     for name in sorted(set(old.datasets) & set(new.datasets)):
         if str(old.datasets[name]) != str(new.datasets[name]):
             problems.append(f"dataset {name} was {old.datasets[name]}, now {new.datasets[name]}")
@@ -385,10 +383,15 @@ def _prepare_outdir(outdir: Path, config: BenchConfig, overwrite: bool, log: Cal
     stale = False
     if config_path.is_file():
         try:
-            problems = config_conflicts(BenchConfig.from_dict(json.loads(config_path.read_text())), config)
+            old = BenchConfig.from_dict(json.loads(config_path.read_text()))
+            problems = config_conflicts(old, config)
         except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
-            problems = ["its config.json is unreadable"]
+            old, problems = None, ["its config.json is unreadable"]
         stale = bool(problems)
+        if old is not None and old.dictionary != config.dictionary:
+            # Only the scene assignments depend on the dictionary: make them again.
+            for name in ("scenes.csv", "scene_clusters.csv"):
+                (outdir / name).unlink(missing_ok=True)
         if stale and not overwrite:
             raise CausalFuseError(
                 f"{outdir} holds the results of another benchmark configuration ({'; '.join(problems)}); "
