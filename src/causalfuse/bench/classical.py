@@ -176,13 +176,22 @@ def fuse_dwt(ir: np.ndarray, vi: np.ndarray, *, wavelet: str = "db2", levels: in
 # ------------------------------------------------------------------------- GFF
 
 
-def _box_mean(image: np.ndarray, radius: int) -> np.ndarray:
+def _box_mean(image: np.ndarray, radius: int, count: np.ndarray | None = None) -> np.ndarray:
     """Mean over the (2r+1)^2 window clipped to the image (He et al.'s box filter / N)."""
     size = 2 * radius + 1
     image = np.asarray(image, dtype=np.float64)
     total = ndimage.uniform_filter(image, size=size, mode="constant", cval=0.0)
-    count = ndimage.uniform_filter(np.ones(image.shape[-2:]), size=size, mode="constant", cval=0.0)
+    if count is None:
+        count = _window_count(image.shape, radius)
     return total / count
+
+
+def _window_count(shape: tuple[int, ...], radius: int) -> np.ndarray:
+    """N: the number of pixels of each clipped window, as a fraction of (2r+1)^2 (separable)."""
+    size = 2 * radius + 1
+    rows = ndimage.uniform_filter1d(np.ones(shape[-2]), size, mode="constant", cval=0.0)
+    cols = ndimage.uniform_filter1d(np.ones(shape[-1]), size, mode="constant", cval=0.0)
+    return np.outer(rows, cols)
 
 
 def guided_filter(guide: np.ndarray, src: np.ndarray, radius: int, eps: float) -> np.ndarray:
@@ -194,13 +203,14 @@ def guided_filter(guide: np.ndarray, src: np.ndarray, radius: int, eps: float) -
     """
     guide = np.asarray(guide, dtype=np.float64)
     src = np.asarray(src, dtype=np.float64)
-    mean_i = _box_mean(guide, radius)
-    mean_p = _box_mean(src, radius)
-    cov_ip = _box_mean(guide * src, radius) - mean_i * mean_p
-    var_i = _box_mean(guide * guide, radius) - mean_i * mean_i
+    count = _window_count(guide.shape, radius)
+    mean_i = _box_mean(guide, radius, count)
+    mean_p = _box_mean(src, radius, count)
+    cov_ip = _box_mean(guide * src, radius, count) - mean_i * mean_p
+    var_i = _box_mean(guide * guide, radius, count) - mean_i * mean_i
     a = cov_ip / (var_i + eps)
     b = mean_p - a * mean_i
-    return _box_mean(a, radius) * guide + _box_mean(b, radius)
+    return _box_mean(a, radius, count) * guide + _box_mean(b, radius, count)
 
 
 # 3 x 3 Laplacian and the 11 x 11 Gaussian (r_g = sigma_g = 5) of the GFF paper.
