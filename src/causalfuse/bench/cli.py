@@ -27,9 +27,16 @@ method specs (--methods, comma-separated):
   NAME@CHECKPOINT         the method with these weights; its column is NAME@<file stem>
   LABEL=NAME@CHECKPOINT   the same, shown as LABEL (e.g. N20=causalfuse@runs/n20.safetensors)
   all | classical         every registered method | the classical baselines
+ablations (the paper's Tables 2 and 3; tables.md/.tex hold that form too):
+  --methods causalfuse,causalfuse-nobaffm                          with and without BAFFM
+  --methods N20=causalfuse@n20.safetensors,N25=causalfuse@n25.safetensors,N30=causalfuse@n30.safetensors
+                                                                   dictionary size N
 external methods (--external LABEL=DIR, repeatable): a folder of fused images named
   like the sources; with several datasets, DIR/<dataset>/ per dataset. Images it
   lacks are listed and counted as missing in the tables.
+resuming: an OUTDIR of the same configuration is resumed (fused images and rows
+  already there are reused; methods, datasets and metrics may be added). One
+  where a shared method or dataset means something else is refused unless --overwrite.
 other commands:
   causalfuse bench report OUTDIR   re-make tables, figures and report.html from the CSVs
   causalfuse bench list            list the methods and metrics
@@ -54,7 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="confounder dictionary for the scene-bias report (default: the bundled one)")
     parser.add_argument("--no-scenes", action="store_true", help="skip the scene-bias report")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="for learned methods")
-    parser.add_argument("-o", "--output", metavar="OUTDIR", help="output folder (resumed when it holds the same configuration)")
+    parser.add_argument("-o", "--output", metavar="OUTDIR", help="output folder (required for a run)")
     parser.add_argument("--overwrite", action="store_true", help="delete the results of another configuration in OUTDIR")
     parser.add_argument("--jobs", "-j", type=int, default=1, help="processes for scoring (default: %(default)s)")
     parser.add_argument("--figure-images", type=int, default=4, metavar="K", help="images per dataset in the figure grids")
