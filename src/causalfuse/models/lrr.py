@@ -593,11 +593,11 @@ def _load_strict(module: nn.Module, state: Mapping[str, torch.Tensor], what: str
     if missing or unexpected or wrong:
         parts = []
         if missing:
-            parts.append(f"missing {', '.join(missing)}")
+            parts.append(f"{len(missing)} missing ({_listing(missing)})")
         if unexpected:
-            parts.append(f"unexpected {', '.join(unexpected)}")
+            parts.append(f"{len(unexpected)} unexpected ({_listing(unexpected)})")
         if wrong:
-            parts.append(f"wrong shapes: {'; '.join(wrong)}")
+            parts.append(f"wrong shapes: {_listing(wrong, 4)}")
         raise CausalFuseError(f"{what}: the weights do not match: {' / '.join(parts)}")
     module.load_state_dict(dict(state), strict=True)
 

@@ -1,0 +1,266 @@
+"""LRRNet encoder/decoder: the official reference outputs, the plain transcription, gradients, errors."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from causalfuse.errors import CausalFuseError
+from causalfuse.models.lrr import (
+    LRRDecoder,
+    LRREncoder,
+    LRRNet,
+    load_lrrnet_state,
+    lrrnet_fuse_gray,
+    lrrnet_postprocess,
+    lrrnet_preprocess,
+    soft_threshold,
+)
+
+from .conftest import REPO, shared_path
+
+
+def _plain_module():
+    """benchmarks/lrr_plain.py: the literal transcription of the specification."""
+    name = "causalfuse_bench_lrr_plain"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / "lrr_plain.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+@pytest.fixture(scope="module")
+def official_state():
+    return load_lrrnet_state(shared_path("weights", "lrrnet", "lrrnet_official.model"))
+
+
+@pytest.fixture(scope="module")
+def official_net(official_state):
+    # The path users run: fused encoder, compiled kernels when available.
+    net = LRRNet()
+    net.load_official(official_state)
+    return net.eval()
+
+
+@pytest.fixture(scope="module")
+def plain_net(official_state):
+    net = _plain_module().PlainLRRNet()
+    net.load_state_dict(official_state)
+    return net.eval()
+
+
+def _fused_eager_net(state) -> LRRNet:
+    net = LRRNet(compile=False)
+    net.load_official(state)
+    return net.eval()
+
+
+# -- the official reference outputs ------------------------------------------------------------
+@pytest.mark.parametrize("stem", ["8", "11"])
+def test_reproduces_official_reference(stem, official_net):
+    ref = np.load(shared_path("specs", "lrrnet_reference", f"tno21_{stem}.npz"))
+    ir = torch.from_numpy(ref["ir"])[None, None]
+    vi = torch.from_numpy(ref["vi"])[None, None]
+    with torch.inference_mode():
+        l_ir, s_ir = official_net.encoder_ir(ir)
+        l_vi, s_vi = official_net.encoder_vi(vi)
+        raw = official_net.decoder(l_ir, s_ir, l_vi, s_vi)[0, 0].numpy()
+    assert raw.shape == ref["fuse"].shape
+    np.testing.assert_allclose(raw, ref["fuse"], rtol=0, atol=1e-4)
+    for name, part in (("L_ir", l_ir), ("S_ir", s_ir), ("L_vi", l_vi), ("S_vi", s_vi)):
+        np.testing.assert_allclose(part.mean(dim=(0, 2, 3)).numpy(), ref[name], rtol=0, atol=1e-5, err_msg=name)
+    out = lrrnet_postprocess(raw)
+    assert out.dtype == np.uint8
+    assert np.abs(out.astype(int) - ref["fused_uint8"].astype(int)).max() <= 1
+
+
+def test_fuse_gray_from_files_matches_official(official_net):
+    ref = np.load(shared_path("specs", "lrrnet_reference", "tno21_8.npz"))
+    data = shared_path("data", "val", "TNO21")
+    ir = np.asarray(Image.open(data / "ir" / "8.png").convert("L"))
+    vi = np.asarray(Image.open(data / "vi" / "8.png").convert("L"))
+    np.testing.assert_allclose(lrrnet_preprocess(ir), ref["ir"], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(lrrnet_preprocess(vi), ref["vi"], rtol=0, atol=1e-6)
+    fused = lrrnet_fuse_gray(ir, vi, official_net)
+    assert fused.shape == ir.shape and fused.dtype == np.uint8
+    assert np.abs(fused.astype(int) - ref["fused_uint8"].astype(int)).max() <= 1
+
+
+# -- fast path vs the plain transcription --------------------------------------------------------
+@pytest.mark.parametrize("shape", [(2, 1, 13, 17), (1, 1, 2, 2), (1, 1, 3, 2)])
+def test_fused_matches_plain_transcription(shape, official_state, plain_net):
+    net = _fused_eager_net(official_state)
+    torch.manual_seed(0)
+    ir, vi = torch.rand(shape), torch.rand(shape)
+    with torch.no_grad():
+        ours = net(ir, vi)
+        ref = plain_net(ir, vi)
+        l_ours, s_ours = net.encoder_ir(ir)
+        l_ref, s_ref = plain_net.get_ls1(ir)
+    assert ours.shape == shape
+    torch.testing.assert_close(ours, ref, rtol=0, atol=1e-4)
+    torch.testing.assert_close(l_ours, l_ref, rtol=0, atol=1e-5)
+    torch.testing.assert_close(s_ours, s_ref, rtol=0, atol=1e-5)
+
+
+def test_unfused_module_path_matches_plain(official_state, plain_net):
+    enc = LRREncoder(fused=False)
+    enc.load_official(official_state, prefix="get_ls2.")
+    x = torch.rand(2, 1, 9, 11, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        for ours, ref in zip(enc(x), plain_net.get_ls2(x)):
+            torch.testing.assert_close(ours, ref, rtol=0, atol=1e-5)
+
+
+def _grads(module, x, loss_fn):
+    x = x.clone().requires_grad_(True)
+    loss = loss_fn(*module(x))
+    params = [p for _, p in module.named_parameters()]
+    return torch.autograd.grad(loss, [x, *params])
+
+
+def test_fused_gradients_match_plain(official_state, plain_net):
+    """Every parameter's (and the input's) gradient, float64, against ordinary autograd of the transcription."""
+    enc = LRREncoder(compile=False)
+    enc.load_official(official_state, prefix="get_ls1.")
+    enc = enc.double()
+    plain = _plain_module().PlainLRREncoder()
+    plain.load_state_dict(enc.state_dict())
+    plain = plain.double()
+    gen = torch.Generator().manual_seed(1)
+    x = torch.rand(2, 1, 7, 9, generator=gen, dtype=torch.float64)
+    weights = torch.randn(2, 128, 7, 9, generator=gen, dtype=torch.float64)
+
+    def loss_fn(low, sparse):
+        return (low * weights).sum() + (sparse**2).sum()
+
+    names = ["input"] + [n for n, _ in enc.named_parameters()]
+    assert names[1:] == [n for n, _ in plain.named_parameters()]
+    for name, ours, ref in zip(names, _grads(enc, x, loss_fn), _grads(plain, x, loss_fn)):
+        assert ref.abs().max() > 0, name
+        torch.testing.assert_close(ours, ref, rtol=1e-9, atol=1e-9 * float(ref.abs().max()), msg=name)
+
+
+def test_checkpointed_blocks_give_the_same_gradients(official_state):
+    enc = LRREncoder(fused=False)
+    enc.load_official(official_state, prefix="get_ls1.")
+    x = torch.rand(1, 1, 6, 5, generator=torch.Generator().manual_seed(2))
+
+    def loss_fn(low, sparse):
+        return low.square().sum() + sparse.sum()
+
+    plain = _grads(enc, x, loss_fn)
+    enc.checkpoint_blocks = True
+    for a, b in zip(plain, _grads(enc, x, loss_fn)):
+        torch.testing.assert_close(a, b)
+
+
+# -- soft threshold -------------------------------------------------------------------------------
+def test_soft_threshold_formula_with_negative_threshold():
+    r = torch.tensor([[[-2.0, -0.05, 0.0, 0.05, 2.0]], [[-2.0, -0.05, 0.0, 0.05, 2.0]]]).view(1, 2, 1, 5)
+    lam = torch.tensor([[0.1, -0.1]])
+    out = soft_threshold(r, lam)
+    expected = torch.tensor([[-1.9, 0.0, 0.0, 0.0, 1.9], [-2.1, -0.15, 0.0, 0.15, 2.1]]).view(1, 2, 1, 5)
+    torch.testing.assert_close(out, expected)
+    # soft shrink (r - clamp(r, -lam, lam)) would be wrong on the negative channel
+    assert not torch.allclose(out[:, 1], r[:, 1] - r[:, 1].clamp(0.1, -0.1))
+
+
+def test_soft_threshold_gradient_matches_formula_autograd():
+    gen = torch.Generator().manual_seed(0)
+    r = torch.randn(2, 4, 5, 3, generator=gen, dtype=torch.float64, requires_grad=True)
+    lam = torch.tensor([[0.3, -0.2, 0.0, 1.0]], dtype=torch.float64, requires_grad=True)
+    g = torch.randn(2, 4, 5, 3, generator=gen, dtype=torch.float64)
+    ours = torch.autograd.grad((soft_threshold(r, lam) * g).sum(), [r, lam])
+    ref = torch.sign(r) * torch.relu(r.abs() - lam.view(1, 4, 1, 1))
+    expected = torch.autograd.grad((ref * g).sum(), [r, lam])
+    for a, b in zip(ours, expected):
+        torch.testing.assert_close(a, b)
+    assert torch.autograd.gradcheck(soft_threshold, (r.detach()[:1, :, :2].requires_grad_(), lam))
+
+
+# -- shapes, dtypes, errors --------------------------------------------------------------------------
+def test_keeps_dtype_and_refuses_tiny_or_wrong_inputs():
+    enc = LRREncoder(compile=False).double()
+    low, sparse = enc(torch.rand(1, 1, 2, 3, dtype=torch.float64))
+    assert low.dtype == torch.float64 and low.shape == sparse.shape == (1, 128, 2, 3)
+    with pytest.raises(CausalFuseError, match="at least 2 x 2"):
+        enc(torch.rand(1, 1, 1, 8, dtype=torch.float64))
+    with pytest.raises(CausalFuseError, match=r"expected a \(B, 1, H, W\) tensor"):
+        enc(torch.rand(1, 3, 8, 8, dtype=torch.float64))
+
+
+def test_decoder_keys_and_official_state_keys(official_state):
+    assert set(LRRDecoder().state_dict()) == {k[len("decoder.") :] for k in official_state if k.startswith("decoder.")}
+    enc_keys = {k[len("get_ls1.") :] for k in official_state if k.startswith("get_ls1.")}
+    assert set(LRREncoder().state_dict()) == enc_keys
+    assert sum(v.numel() for v in official_state.values()) == 49204
+
+
+def test_postprocess_clamps_normalises_and_truncates():
+    raw = np.array([[-5.0, 0.0], [127.5, 300.0]], dtype=np.float32)
+    np.testing.assert_array_equal(lrrnet_postprocess(raw), np.array([[0, 0], [127, 254]], dtype=np.uint8))
+    np.testing.assert_array_equal(lrrnet_postprocess(torch.from_numpy(raw)[None, None]), lrrnet_postprocess(raw))
+    pre = lrrnet_preprocess(np.array([[10, 20], [30, 10]], dtype=np.uint8))
+    assert pre.dtype == np.float32
+    np.testing.assert_allclose(pre, np.array([[0, 10], [20, 0]]) / (20 + 1e-4), rtol=1e-6)
+
+
+@pytest.fixture
+def official_file():
+    return shared_path("weights", "lrrnet", "lrrnet_official.model")
+
+
+def test_bad_weight_files_are_refused(tmp_path, official_file, official_state):
+    missing = tmp_path / "nope.model"
+    with pytest.raises(CausalFuseError, match=r"nope\.model.*does not exist"):
+        load_lrrnet_state(missing)
+    with pytest.raises(CausalFuseError, match="is a directory"):
+        LRRNet.from_official(tmp_path)
+
+    garbage = tmp_path / "garbage.model"
+    garbage.write_bytes(b"this is not a torch file")
+    with pytest.raises(CausalFuseError, match=r"garbage\.model.*could not be read"):
+        load_lrrnet_state(garbage)
+
+    truncated = tmp_path / "truncated.model"
+    truncated.write_bytes(official_file.read_bytes()[:50_000])
+    with pytest.raises(CausalFuseError, match=r"truncated\.model.*could not be read"):
+        load_lrrnet_state(truncated)
+
+    not_a_dict = tmp_path / "list.model"
+    torch.save([torch.zeros(3)], not_a_dict)
+    with pytest.raises(CausalFuseError, match=r"list\.model.*does not hold a state dict.*list"):
+        load_lrrnet_state(not_a_dict)
+
+    partial = tmp_path / "partial.model"
+    torch.save({k: v for k, v in official_state.items() if not k.startswith("decoder.")}, partial)
+    with pytest.raises(CausalFuseError, match=r"partial\.model.*12 missing keys \(decoder\.conv_ReH"):
+        load_lrrnet_state(partial)
+
+    reshaped = tmp_path / "reshaped.model"
+    state = dict(official_state)
+    state["get_ls2.lamj"] = torch.zeros(1, 64)
+    torch.save(state, reshaped)
+    with pytest.raises(CausalFuseError, match=r"wrong shapes: get_ls2\.lamj \(1, 64\) \(expected \(1, 256\)\)"):
+        load_lrrnet_state(reshaped)
+
+    nonfinite = tmp_path / "nan.model"
+    state = dict(official_state)
+    state["get_ls1.lamz"] = torch.full((1, 1), float("nan"))
+    torch.save(state, nonfinite)
+    with pytest.raises(CausalFuseError, match=r"get_ls1\.lamz holds non-finite"):
+        load_lrrnet_state(nonfinite)
+
+
+def test_load_official_refuses_mismatching_state(official_state):
+    enc = LRREncoder()
+    with pytest.raises(CausalFuseError, match=r"'get_ls3'.*20 missing \(conv_W00"):
+        enc.load_official(official_state, prefix="get_ls3.")
