@@ -2,12 +2,37 @@
 
 Implements "Causality-Driven Infrared and Visible Image Fusion" (BAFFM over
 LRRNet features) together with the field's fusion metrics and a benchmark.
+
+Quick start::
+
+    import causalfuse
+    fused = causalfuse.fuse("ir.png", "vi.jpg")          # bundled weights
+    scores = causalfuse.metrics.compute(fused_u8, ir_u8, vi_u8)
 """
 
 from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from . import metrics
+from .checkpoint import load_model, save_model
 from .errors import CausalFuseError
+from .fuse import fuse, fuse_folder
+from .models.net import CausalFusionNet, NetConfig
+from .models.registry import create_method, get_method, list_methods, register_method
 
-__all__ = ["CausalFuseError", "__version__"]
+__all__ = [
+    "CausalFuseError",
+    "CausalFusionNet",
+    "NetConfig",
+    "__version__",
+    "create_method",
+    "fuse",
+    "fuse_folder",
+    "get_method",
+    "list_methods",
+    "load_model",
+    "metrics",
+    "register_method",
+    "save_model",
+]
