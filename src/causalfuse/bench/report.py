@@ -33,7 +33,6 @@ from ..errors import CausalFuseError
 from ..io import atomic_path
 from .runner import (
     ERROR_FIELDS,
-    METHOD_FIELDS,
     MISSING_FIELDS,
     PAIR_FIELDS,
     RESULT_FIELDS,
