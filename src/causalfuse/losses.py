@@ -1,0 +1,162 @@
+"""The unsupervised fusion loss used to train :class:`CausalFusionNet`.
+
+The paper gives no loss; ``shared/DESIGN.md`` fixes the field's usual
+unsupervised one (as in SeAFusion, Tang et al., Information Fusion 2022,
+doi:10.1016/j.inffus.2021.12.004, plus an SSIM term as in many successors):
+
+* intensity:  ``L1(F, max(IR, VI))``, pixel-wise maximum of the sources;
+* gradient:   ``L1(|grad F|, max(|grad IR|, |grad VI|))`` with the Sobel
+  magnitude ``|grad X| = |Sobel_x X| + |Sobel_y X|`` (SeAFusion's form;
+  replicate-padded so the map keeps its size);
+* SSIM:       ``1 - (SSIM(F, IR) + SSIM(F, VI)) / 2`` with the usual Gaussian
+  11 x 11 window (sigma 1.5), K1 = 0.01, K2 = 0.03, data range 1, valid
+  positions only (Wang et al., IEEE TIP 2004, doi:10.1109/TIP.2003.819861).
+
+``total = w_intensity * intensity + w_gradient * gradient + w_ssim * ssim``.
+
+Default weights (intensity 1, gradient 2, SSIM 0.5): measured on MSRS
+images, the unweighted terms of a plain average fusion are about 0.06
+(intensity), 0.09 (gradient) and 0.24 (SSIM), and of a constant grey image
+0.33, 0.19 and 0.70; with these weights each term contributes a similar share
+of the total in both cases, so none of them is traded away for the others.
+(SeAFusion's gradient weight of 10 belongs to a loss without an SSIM term.)
+
+All inputs are (B, 1, H, W) tensors in [0, 1] with H, W >= the SSIM window.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import CausalFuseError
+
+__all__ = [
+    "LossWeights",
+    "sobel_magnitude",
+    "ssim",
+    "intensity_loss",
+    "gradient_loss",
+    "ssim_loss",
+    "fusion_loss",
+    "FusionLoss",
+]
+
+
+@dataclass
+class LossWeights:
+    """Weights of the three terms (recorded in every checkpoint)."""
+
+    intensity: float = 1.0
+    gradient: float = 2.0
+    ssim: float = 0.5
+
+
+def _check(*tensors: torch.Tensor, min_size: int = 1) -> None:
+    shape = tensors[0].shape
+    for t in tensors:
+        if t.dim() != 4 or t.shape[1] != 1:
+            raise CausalFuseError(f"fusion loss expects (B, 1, H, W) tensors, got {tuple(t.shape)}")
+        if t.shape != shape:
+            raise CausalFuseError(f"fusion loss inputs differ in shape: {tuple(shape)} vs {tuple(t.shape)}")
+    if min(shape[-2:]) < min_size:
+        raise CausalFuseError(f"fusion loss needs images of at least {min_size} x {min_size} pixels, got {tuple(shape[-2:])}")
+
+
+def sobel_magnitude(x: torch.Tensor) -> torch.Tensor:
+    """``|Sobel_x x| + |Sobel_y x|`` of (B, 1, H, W), replicate-padded: (B, 1, H, W)."""
+    kx = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], dtype=x.dtype, device=x.device)
+    kernel = torch.stack([kx, kx.t()])[:, None]  # (2, 1, 3, 3)
+    g = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), kernel)
+    return g.abs().sum(dim=1, keepdim=True)
+
+
+def _gaussian_window(size: int, sigma: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    r = torch.arange(size, dtype=dtype, device=device) - (size - 1) / 2
+    g = torch.exp(-(r**2) / (2 * sigma**2))
+    g = g / g.sum()
+    return (g[:, None] * g[None, :])[None, None]
+
+
+def ssim(x: torch.Tensor, y: torch.Tensor, *, window: int = 11, sigma: float = 1.5, data_range: float = 1.0) -> torch.Tensor:
+    """Mean SSIM per image of two (B, 1, H, W) tensors: (B,).
+
+    Gaussian window, valid positions only, K1 = 0.01, K2 = 0.03.
+    """
+    _check(x, y, min_size=window)
+    w = _gaussian_window(window, sigma, x.dtype, x.device)
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    # One conv over the five stacked maps instead of five convs.
+    stack = torch.cat([x, y, x * x, y * y, x * y], dim=1)
+    b = x.shape[0]
+    m = F.conv2d(stack.flatten(0, 1)[:, None], w)
+    m = m.view(b, 5, x.shape[-2] - window + 1, x.shape[-1] - window + 1)
+    mx, my = m[:, 0], m[:, 1]
+    vx = m[:, 2] - mx * mx
+    vy = m[:, 3] - my * my
+    cxy = m[:, 4] - mx * my
+    s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
+    return s.flatten(1).mean(dim=1)
+
+
+def intensity_loss(fused: torch.Tensor, ir: torch.Tensor, vi: torch.Tensor) -> torch.Tensor:
+    """``mean |F - max(IR, VI)|``."""
+    _check(fused, ir, vi)
+    return (fused - torch.maximum(ir, vi)).abs().mean()
+
+
+def gradient_loss(fused: torch.Tensor, ir: torch.Tensor, vi: torch.Tensor) -> torch.Tensor:
+    """``mean | |grad F| - max(|grad IR|, |grad VI|) |`` (Sobel magnitudes)."""
+    _check(fused, ir, vi)
+    target = torch.maximum(sobel_magnitude(ir), sobel_magnitude(vi))
+    return (sobel_magnitude(fused) - target).abs().mean()
+
+
+def ssim_loss(fused: torch.Tensor, ir: torch.Tensor, vi: torch.Tensor, *, window: int = 11) -> torch.Tensor:
+    """``1 - (SSIM(F, IR) + SSIM(F, VI)) / 2``, averaged over the batch."""
+    return 1.0 - 0.5 * (ssim(fused, ir, window=window) + ssim(fused, vi, window=window)).mean()
+
+
+def fusion_loss(
+    fused: torch.Tensor,
+    ir: torch.Tensor,
+    vi: torch.Tensor,
+    *,
+    weights: LossWeights | None = None,
+    window: int = 11,
+) -> dict[str, torch.Tensor]:
+    """The weighted fusion loss and its terms.
+
+    Args:
+        fused, ir, vi: (B, 1, H, W) in [0, 1].
+        weights: term weights (default :class:`LossWeights`).
+        window: SSIM window size.
+
+    Returns:
+        ``{"loss": total, "intensity": ..., "gradient": ..., "ssim": ...}``
+        (unweighted terms, scalar tensors).
+    """
+    weights = weights or LossWeights()
+    _check(fused, ir, vi, min_size=window)
+    terms = {
+        "intensity": intensity_loss(fused, ir, vi),
+        "gradient": gradient_loss(fused, ir, vi),
+        "ssim": ssim_loss(fused, ir, vi, window=window),
+    }
+    total = weights.intensity * terms["intensity"] + weights.gradient * terms["gradient"] + weights.ssim * terms["ssim"]
+    return {"loss": total, **terms}
+
+
+class FusionLoss(nn.Module):
+    """:func:`fusion_loss` as a module; ``forward`` returns the dict of terms."""
+
+    def __init__(self, weights: LossWeights | None = None, *, window: int = 11) -> None:
+        super().__init__()
+        self.weights = weights or LossWeights()
+        self.window = window
+
+    def forward(self, fused: torch.Tensor, ir: torch.Tensor, vi: torch.Tensor) -> dict[str, torch.Tensor]:
+        return fusion_loss(fused, ir, vi, weights=self.weights, window=self.window)

@@ -1,0 +1,218 @@
+"""The typed training configuration.
+
+:class:`TrainConfig` holds everything that determines a training run; its
+defaults are the paper's recipe (LRRNet-initialised encoders, 256 x 256 crops
+with flips, batch 6, Adam with learning rate 1e-4). It is read from a JSON or
+TOML file, overridden from the command line (``--set key=value``, dotted
+keys for nested fields such as ``net.d_k`` or ``loss.gradient``), and the
+resolved configuration is written beside every checkpoint (``config.json``)
+and inside it (metadata).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+from ..errors import CausalFuseError
+from ..losses import LossWeights
+from ..models.net import NetConfig
+
+__all__ = ["TrainConfig", "load_config_file", "apply_overrides", "RESUMABLE_CHANGES", "config_differences"]
+
+#: Fields that may differ between a checkpoint and the run resuming it: they
+#: change how long or where a run goes, not what it computes.
+RESUMABLE_CHANGES = frozenset({"steps", "max_minutes", "checkpoint_every", "log_every", "num_workers", "output", "progress", "device", "threads"})
+
+
+@dataclass
+class TrainConfig:
+    """Everything that determines a training run.
+
+    Attributes:
+        data: dataset roots (any layout :mod:`causalfuse.data.paired` knows).
+        dictionary: confounder dictionary file (``causalfuse dictionary build``).
+        lrrnet_weights: LRRNet's published weights, to initialise the encoders
+            (None: random encoders, e.g. for tests).
+        output: run directory (checkpoints, log, configuration).
+        crop: side of the random square crops.
+        batch: global batch size (split across processes with torchrun).
+        lr: Adam learning rate (the paper: 1e-4).
+        head_lr: learning rate of BAFFM and the reconstruction conv; None
+            uses ``lr`` for every parameter (the paper's single rate).
+        betas: Adam betas.
+        steps: optimisation steps.
+        max_minutes: wall-time budget; the run stops cleanly with its final
+            checkpoints when it is spent (None: no budget).
+        seed: seed of the initialisation, batch order and augmentation.
+        flips: random horizontal and vertical flips.
+        loss: weights of the loss terms (:class:`causalfuse.losses.LossWeights`).
+        checkpoint_every: steps between training-state checkpoints.
+        log_every: steps between CSV log rows.
+        device: ``auto``, ``cpu`` or ``cuda[:N]``.
+        amp: mixed precision: ``auto`` (bf16 autocast on CUDA, off on CPU),
+            ``bf16`` (also on CPU) or ``off``.
+        num_workers: DataLoader worker processes.
+        threads: torch intra-op threads (None: torch's default).
+        progress: show a progress bar.
+        net: network hyper-parameters.
+    """
+
+    data: list[str] = field(default_factory=list)
+    dictionary: str | None = None
+    lrrnet_weights: str | None = None
+    output: str = "run"
+    crop: int = 256
+    batch: int = 6
+    lr: float = 1e-4
+    head_lr: float | None = None
+    betas: tuple[float, float] = (0.9, 0.999)
+    steps: int = 10000
+    max_minutes: float | None = None
+    seed: int = 0
+    flips: bool = True
+    loss: LossWeights = field(default_factory=LossWeights)
+    checkpoint_every: int = 50
+    log_every: int = 1
+    device: str = "auto"
+    amp: Literal["auto", "bf16", "off"] = "auto"
+    num_workers: int = 0
+    threads: int | None = None
+    progress: bool = True
+    net: NetConfig = field(default_factory=NetConfig)
+
+    def validate(self) -> "TrainConfig":
+        if not self.data:
+            raise CausalFuseError("no training data: give --data DIR [DIR ...]")
+        for name in ("crop", "batch", "steps", "checkpoint_every", "log_every"):
+            if int(getattr(self, name)) < 1:
+                raise CausalFuseError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        if self.lr <= 0 or (self.head_lr is not None and self.head_lr <= 0):
+            raise CausalFuseError(f"learning rates must be positive, got lr={self.lr}, head_lr={self.head_lr}")
+        if self.amp not in ("auto", "bf16", "off"):
+            raise CausalFuseError(f"amp must be auto, bf16 or off, got {self.amp!r}")
+        if self.max_minutes is not None and self.max_minutes <= 0:
+            raise CausalFuseError(f"max_minutes must be positive, got {self.max_minutes}")
+        if self.num_workers < 0:
+            raise CausalFuseError(f"num_workers must be >= 0, got {self.num_workers}")
+        return self
+
+    # -- (de)serialisation ----------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["betas"] = list(self.betas)
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True, indent=2)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        data = dict(data)
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise CausalFuseError(f"unknown training configuration keys: {', '.join(unknown)}")
+        if "net" in data and isinstance(data["net"], dict):
+            data["net"] = NetConfig.from_dict(data["net"])
+        if "loss" in data and isinstance(data["loss"], dict):
+            lk = {f.name for f in fields(LossWeights)}
+            bad = sorted(set(data["loss"]) - lk)
+            if bad:
+                raise CausalFuseError(f"unknown loss weight keys: {', '.join(bad)} (known: {', '.join(sorted(lk))})")
+            data["loss"] = LossWeights(**{k: float(v) for k, v in data["loss"].items()})
+        if "betas" in data:
+            data["betas"] = tuple(float(b) for b in data["betas"])
+        if "data" in data and isinstance(data["data"], (str, os.PathLike)):
+            data["data"] = [str(data["data"])]
+        return cls(**data)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        from ..io import atomic_path
+
+        path = Path(path)
+        with atomic_path(path) as tmp:
+            tmp.write_text(self.to_json() + "\n")
+        return path
+
+
+def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a JSON (``.json``) or TOML (anything else) configuration file as a dict."""
+    path = Path(path)
+    if not path.is_file():
+        raise CausalFuseError(f"{path}: no such configuration file")
+    text = path.read_text()
+    try:
+        if path.suffix.lower() == ".json":
+            data = json.loads(text)
+        else:
+            data = tomllib.loads(text)
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise CausalFuseError(f"{path}: cannot parse the configuration ({exc})") from None
+    if not isinstance(data, dict):
+        raise CausalFuseError(f"{path}: the configuration must be a table/object of keys")
+    return data
+
+
+def _parse_value(text: str, current: Any, where: str) -> Any:
+    """Parse a command-line value like the field it replaces (JSON first, then plain string)."""
+    if text.lower() in ("none", "null"):
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        value = text
+    if isinstance(current, bool):
+        if isinstance(value, str) and value.lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
+            return value.lower() in ("true", "yes", "on", "1")
+        if not isinstance(value, bool):
+            raise CausalFuseError(f"--set {where}: expected true or false, got {text!r}")
+    elif isinstance(current, float) and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    elif isinstance(current, int) and not isinstance(current, bool) and not isinstance(value, int):
+        raise CausalFuseError(f"--set {where}: expected an integer, got {text!r}")
+    return value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``key=value`` overrides (dotted keys for nested fields) to a config dict."""
+    data = json.loads(json.dumps(data))  # deep copy
+    defaults = TrainConfig().to_dict()
+    for item in overrides:
+        if "=" not in item:
+            raise CausalFuseError(f"--set expects key=value, got {item!r}")
+        key, text = item.split("=", 1)
+        parts = key.strip().split(".")
+        target, ref = data, defaults
+        for p in parts[:-1]:
+            if not isinstance(ref.get(p), dict):
+                raise CausalFuseError(f"--set {key}: {p!r} is not a nested section of the configuration")
+            target = target.setdefault(p, {})
+            ref = ref[p]
+        last = parts[-1]
+        if last not in ref:
+            raise CausalFuseError(f"--set {key}: unknown configuration key (known here: {', '.join(sorted(ref))})")
+        target[last] = _parse_value(text.strip(), ref[last], key)
+    return data
+
+
+def config_differences(saved: dict[str, Any], current: dict[str, Any], *, ignore: frozenset[str] = RESUMABLE_CHANGES) -> list[str]:
+    """``key: saved -> current`` for every field that differs (dotted keys), except ``ignore``."""
+    out: list[str] = []
+
+    def walk(a: Any, b: Any, prefix: str) -> None:
+        if isinstance(a, dict) and isinstance(b, dict):
+            for k in sorted(set(a) | set(b)):
+                if not prefix and k in ignore:
+                    continue
+                walk(a.get(k), b.get(k), f"{prefix}{k}" if not prefix else f"{prefix}.{k}")
+        elif a != b:
+            out.append(f"{prefix}: {a!r} -> {b!r}")
+
+    walk(saved, current, "")
+    return out
+

@@ -1,0 +1,141 @@
+"""Training-state checkpoints: everything needed to resume exactly, in one safetensors file.
+
+Tensors:
+
+* ``model.<name>``: the network's state dict (weights and both confounder
+  dictionaries, which are buffers);
+* ``optim.<index>.<key>``: the optimizer's per-parameter state (Adam's
+  ``step``, ``exp_avg``, ``exp_avg_sq``), by the optimizer's parameter index;
+* ``rng.torch`` (and ``rng.cuda.<i>``): random generator states as uint8 tensors.
+
+Metadata (strings): ``format``, ``config`` (the resolved training
+configuration, JSON), ``step``, ``elapsed`` (training seconds so far),
+``param_groups`` (the optimizer's hyper-parameters, JSON), ``dictionary``
+(provenance). Never a pickle. Written atomically (temporary file, then
+rename): an interrupted or failed write leaves the previous file intact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+
+from ..errors import CausalFuseError
+from ..io import atomic_path
+
+__all__ = ["STATE_FORMAT", "TrainState", "save_state", "load_state", "read_state_metadata"]
+
+STATE_FORMAT = "causalfuse-train-state/1"
+
+
+@dataclass
+class TrainState:
+    """What :func:`load_state` returns."""
+
+    step: int
+    elapsed: float
+    config: dict[str, Any]
+    model: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]
+    rng: dict[str, torch.Tensor]
+    dictionary: dict[str, Any] = field(default_factory=dict)
+
+
+def save_state(
+    path: str | os.PathLike,
+    *,
+    net: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    step: int,
+    elapsed: float,
+    config: dict[str, Any],
+) -> Path:
+    """Write a training-state checkpoint of ``net`` and ``optimizer`` after ``step`` steps."""
+    tensors: dict[str, torch.Tensor] = {}
+    for k, v in net.state_dict().items():
+        tensors[f"model.{k}"] = v.detach().to("cpu").contiguous().clone()
+    opt = optimizer.state_dict()
+    for index, st in opt["state"].items():
+        for key, value in st.items():
+            if not torch.is_tensor(value):
+                value = torch.tensor(value, dtype=torch.float64)
+            tensors[f"optim.{index}.{key}"] = value.detach().to("cpu").contiguous().clone()
+    tensors["rng.torch"] = torch.get_rng_state().clone()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda.{i}"] = s.clone()
+    metadata = {
+        "format": STATE_FORMAT,
+        "config": json.dumps(config, sort_keys=True),
+        "step": str(int(step)),
+        "elapsed": repr(float(elapsed)),
+        "param_groups": json.dumps(opt["param_groups"], sort_keys=True),
+        "dictionary": json.dumps(getattr(net, "dictionary_provenance", {}), sort_keys=True, default=str),
+    }
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+    return path
+
+
+def read_state_metadata(path: str | os.PathLike) -> dict[str, str]:
+    path = Path(path)
+    if not path.is_file():
+        raise CausalFuseError(f"{path}: no training-state checkpoint to resume from")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CausalFuseError(f"{path}: not a readable safetensors checkpoint (corrupted or another format: {exc})") from None
+    if meta.get("format") != STATE_FORMAT:
+        raise CausalFuseError(
+            f"{path}: not a causalfuse training-state checkpoint (format {meta.get('format')!r}, expected {STATE_FORMAT!r})"
+        )
+    return meta
+
+
+def load_state(path: str | os.PathLike) -> TrainState:
+    """Read a checkpoint written by :func:`save_state`.
+
+    Raises:
+        CausalFuseError: missing, unreadable or foreign file, damaged metadata.
+    """
+    meta = read_state_metadata(path)
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CausalFuseError(f"{path}: checkpoint tensors cannot be read (corrupted file: {exc})") from None
+    try:
+        config = json.loads(meta["config"])
+        step = int(meta["step"])
+        elapsed = float(meta["elapsed"])
+        groups = json.loads(meta["param_groups"])
+        dictionary = json.loads(meta.get("dictionary", "{}"))
+    except (KeyError, ValueError) as exc:
+        raise CausalFuseError(f"{path}: checkpoint metadata is damaged ({exc})") from None
+    model = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for k, v in tensors.items():
+        if k.startswith("optim."):
+            _, index, key = k.split(".", 2)
+            state.setdefault(int(index), {})[key] = v
+    for group in groups:  # JSON turns tuples into lists
+        if isinstance(group.get("betas"), list):
+            group["betas"] = tuple(group["betas"])
+    rng = {k[len("rng.") :]: v for k, v in tensors.items() if k.startswith("rng.")}
+    return TrainState(
+        step=step,
+        elapsed=elapsed,
+        config=config,
+        model=model,
+        optimizer={"state": state, "param_groups": groups},
+        rng=rng,
+        dictionary=dictionary,
+    )
