@@ -9,6 +9,7 @@ from .io import ConfounderDictionary, load_dictionaries, save_dictionaries
 __all__ = [
     "ConfounderDictionary",
     "build_dictionaries",
+    "extract_features",
     "file_list_hash",
     "get_backbone",
     "load_dictionaries",
@@ -17,7 +18,7 @@ __all__ = [
 
 
 def __getattr__(name: str):
-    if name in ("build_dictionaries", "file_list_hash"):
+    if name in ("build_dictionaries", "extract_features", "file_list_hash"):
         from . import build
 
         return getattr(build, name)
