@@ -19,6 +19,7 @@ box and Gaussian filters of image products.
 from __future__ import annotations
 
 import numpy as np
+from scipy import ndimage
 
 from ._registry import register_metric
 
@@ -39,22 +40,19 @@ def _kumar_sobel(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Kumar's ``sobel_fn``: Sobel / 8, mirror extension without edge repeat.
 
     Returns (gv, gh): correlation with [-1 0 1; -2 0 2; -1 0 1] / 8 and with
-    its transpose. The additions follow MATLAB's ``sum(sum(.))`` order (column
-    sums, then across) so that equal-in-theory gradients compare equal as in
-    the original.
+    its transpose. The original adds the nine products in MATLAB's
+    ``sum(sum(.))`` order (column sums, then across); since the weights are
+    powers of two, that equals the grouping below bit for bit, so edge
+    strengths that are equal in exact arithmetic (mirrored borders, a fused
+    image equal to a source plus an offset) compare equal as in the original.
     """
     p = np.pad(x, 1, mode="reflect")
-    h, w = x.shape
-
-    def at(i: int, j: int) -> np.ndarray:
-        return p[i : i + h, j : j + w]
-
-    left = (at(0, 0) * -0.125 + at(1, 0) * -0.25) + at(2, 0) * -0.125
-    right = (at(0, 2) * 0.125 + at(1, 2) * 0.25) + at(2, 2) * 0.125
-    gv = left + right
-    gh = ((at(0, 0) * -0.125 + at(2, 0) * 0.125) + (at(0, 1) * -0.25 + at(2, 1) * 0.25)) + (
-        at(0, 2) * -0.125 + at(2, 2) * 0.125
-    )
+    # gv: (right column - left column) of the [1 2 1]-weighted column sums.
+    smooth = (p[:-2, :] + 2.0 * p[1:-1, :]) + p[2:, :]
+    gv = (smooth[:, 2:] - smooth[:, :-2]) * 0.125
+    # gh: [1 2 1]-weighted sum across of the (bottom - top) differences.
+    diff = p[2:, :] - p[:-2, :]
+    gh = ((diff[:, :-2] + 2.0 * diff[:, 1:-1]) + diff[:, 2:]) * 0.125
     return gv, gh
 
 
@@ -69,9 +67,9 @@ def _edge_strength_and_angle(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _edge_preservation(g_src: np.ndarray, a_src: np.ndarray, g_f: np.ndarray, a_f: np.ndarray) -> np.ndarray:
     """Petrovic's edge preservation Q^{XF} as Kumar computes it (square root of the product)."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        g_rel = np.where(g_src > g_f, g_f / g_src, g_src / g_f)
-    g_rel[(g_src == 0) | (g_f == 0)] = 0.0
+    # gF / gA if gA > gF else gA / gF, and 0 where either is 0.
+    hi = np.maximum(g_src, g_f)
+    g_rel = np.divide(np.minimum(g_src, g_f), hi, out=np.zeros_like(hi), where=hi > 0)
     a_rel = np.abs(np.abs(a_src - a_f) - np.pi / 2) * 2 / np.pi
     q_g = _NRG / (1 + np.exp(-_KG * (g_rel - _SIGMAG)))
     q_a = _NRA / (1 + np.exp(-_KA * (a_rel - _SIGMAA)))
@@ -157,16 +155,10 @@ def _box_sums_valid(x: np.ndarray, n: int) -> np.ndarray:
 
 
 def _gaussian_valid(x: np.ndarray, g: np.ndarray) -> np.ndarray:
-    """``filter2(outer(g, g), x, 'valid')`` for a stack (..., H, W), separably."""
-    n = g.size
-    h, w = x.shape[-2:]
-    rows = g[0] * x[..., : w - n + 1]
-    for t in range(1, n):
-        rows = rows + g[t] * x[..., t : t + w - n + 1]
-    out = g[0] * rows[..., : h - n + 1, :]
-    for t in range(1, n):
-        out = out + g[t] * rows[..., t : t + h - n + 1, :]
-    return out
+    """``filter2(outer(g, g), x, 'valid')`` for a stack (..., H, W), separably (odd len(g))."""
+    half = g.size // 2
+    rows = ndimage.correlate1d(x, g, axis=-1, mode="constant")[..., half:-half]
+    return ndimage.correlate1d(rows, g, axis=-2, mode="constant")[..., half:-half, :]
 
 
 def _downsample(x: np.ndarray) -> np.ndarray:
@@ -220,8 +212,9 @@ def _mef_ssim_scale(sources: np.ndarray, fused: np.ndarray, g: np.ndarray) -> fl
     power = np.tan(np.pi / 2 * consistency)
     power[power > _MEF_P_MAX] = _MEF_P_MAX
 
-    w1 = (ed1 / n) ** power + _EPS
-    w2 = (ed2 / n) ** power + _EPS
+    # (ed / n) ^ p, as exp(p log(ed / n)): the same to ~1e-14, ten times faster.
+    w1 = np.exp(power * np.log(ed1 / n)) + _EPS
+    w2 = np.exp(power * np.log(ed2 / n)) + _EPS
     total = w1 + w2
     a1 = (w1 / total) / ed1  # coefficient of (x_1 - mu_1) in the reference patch
     a2 = (w2 / total) / ed2
