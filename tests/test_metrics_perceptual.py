@@ -32,9 +32,9 @@ SMALL_TABLE = {
 
 @pytest.fixture(autouse=True)
 def _fresh_cache():
-    perceptual._CACHE.clear()
+    perceptual.clear_source_cache()
     yield
-    perceptual._CACHE.clear()
+    perceptual.clear_source_cache()
 
 
 def _vifb_value(fn, fused: np.ndarray, ir: np.ndarray, vi: np.ndarray) -> float:
@@ -329,7 +329,7 @@ def test_source_cache_gives_the_same_values_and_stays_bounded():
     warm = (qcb(fused, ir, vi), qcv(fused, ir, vi))
     assert cold == warm
     other = np.flipud(fused)
-    assert qcb(other, ir, vi) == _qcb_plain_cached_free(other, ir, vi)
+    assert qcb(other, ir, vi) == _qcb_cold(other, ir, vi)
     cache = perceptual._SourceCache(max_bytes=3 * 40 * 44 * 8 + 3 * 40 * 44)
     for k in range(5):
         img = np.full((40, 44), float(k))
@@ -339,8 +339,8 @@ def test_source_cache_gives_the_same_values_and_stays_bounded():
     assert cache.get(cache.key("t", np.full((40, 44), 0.0))) is None
 
 
-def _qcb_plain_cached_free(fused, ir, vi):
-    perceptual._CACHE.clear()
+def _qcb_cold(fused, ir, vi):
+    perceptual.clear_source_cache()
     return qcb(fused, ir, vi)
 
 
@@ -427,5 +427,5 @@ def test_no_warnings_on_degenerate_input(recwarn):
 
 
 def test_module_exports():
-    assert set(perceptual.__all__) == {"qcb", "qcv"}
+    assert set(perceptual.__all__) == {"clear_source_cache", "qcb", "qcv"}
     assert set(artefacts.__all__) == {"nabf", "ms_ssim"}
