@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._filters import conv3x3_same
 from ._registry import register_metric
 
 __all__ = ["average_gradient", "edge_intensity", "spatial_frequency", "qabf"]
@@ -93,36 +92,54 @@ def spatial_frequency(fused: np.ndarray, ir: np.ndarray | None = None, vi: np.nd
     return float(np.sqrt((np.einsum("ij,ij->", dr, dr) + np.einsum("ij,ij->", dc, dc)) / (m * n)))
 
 
-# Sobel kernels of the original code, applied by true convolution (conv2 'same').
-_HX = np.array([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
-_HY = np.array([[1.0, 2.0, 1.0], [0.0, 0.0, 0.0], [-1.0, -2.0, -1.0]])
+# Sobel kernels of the original code, hx = [-1 0 1; -2 0 2; -1 0 1] and
+# hy = [1 2 1; 0 0 0; -1 -2 -1], applied by true convolution (conv2 'same',
+# zero padding); computed below as separable sums and differences.
 _TG, _KG, _DG = 0.9994, -15.0, 0.5
 _TA, _KA, _DA = 0.9879, -22.0, 0.8
 
 
-def _strength_orientation(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    x = 255.0 * _f64(x)  # the original scales by 255 (im2double of a double is a no-op): G_AF = gF sees it
-    sx = conv3x3_same(x, _HX)
-    sy = conv3x3_same(x, _HY)
+def _sobel_conv_same(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """conv2(x, hx, 'same') and conv2(x, hy, 'same') for a stack (..., H, W), zero padding."""
+    pad = [(0, 0)] * (x.ndim - 2) + [(1, 1), (1, 1)]
+    p = np.pad(x, pad)
+    v = p[..., :-2, :] + 2.0 * p[..., 1:-1, :] + p[..., 2:, :]  # (.., H, W + 2)
+    sx = v[..., :, :-2] - v[..., :, 2:]  # convolution flips hx: left column minus right column
+    h = p[..., :, :-2] + 2.0 * p[..., :, 1:-1] + p[..., :, 2:]  # (.., H + 2, W)
+    sy = h[..., 2:, :] - h[..., :-2, :]  # convolution flips hy: lower row minus upper row
+    return sx, sy
+
+
+def _strength_orientation(stack: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Edge strength sqrt(sx^2 + sy^2) and orientation atan(sy / sx) (pi/2 where sx == 0)."""
+    sx, sy = _sobel_conv_same(stack)
     g = np.sqrt(sx * sx + sy * sy)
     zero = sx == 0
-    with np.errstate(divide="ignore", invalid="ignore"):
-        a = np.arctan(sy / np.where(zero, 1.0, sx))
+    sx[zero] = 1.0
+    a = np.arctan(sy / sx)
     a[zero] = np.pi / 2
     return g, a
 
 
 def _edge_preservation(gs: np.ndarray, as_: np.ndarray, gf: np.ndarray, af: np.ndarray) -> np.ndarray:
-    """Q^{SF} per pixel: the strength and orientation preservation of one source in F."""
+    """Q^{SF} per pixel, the strength and orientation preservation of the sources (stacked) in F."""
+    equal = gs == gf
     lo = np.minimum(gs, gf)
     hi = np.maximum(gs, gf)
-    equal = gs == gf
-    rel = np.divide(lo, hi, out=np.zeros_like(lo), where=~equal)
-    rel[equal] = gf[equal]  # the original's quirk: gF itself (not 1) where gA == gF
-    ang = 1.0 - np.abs(as_ - af) / (np.pi / 2)
-    qg = _TG / (1.0 + np.exp(_KG * (rel - _DG)))
-    qa = _TA / (1.0 + np.exp(_KA * (ang - _DA)))
-    return qg * qa
+    hi[equal] = 1.0
+    rel = np.divide(lo, hi, out=lo)
+    # The original's quirk: where g_S == g_F the "relative strength" is g_F itself (not 1),
+    # on its image scaled by 255 (im2double of a double is a no-op there, then * 255).
+    rel[equal] = 255.0 * np.broadcast_to(gf, gs.shape)[equal]
+    qg = np.exp(_KG * (rel - _DG), out=rel)
+    qg += 1.0
+    np.divide(_TG, qg, out=qg)
+    ang = np.abs(as_ - af)
+    qa = np.exp(ang * (-_KA / (np.pi / 2)) + _KA * (1.0 - _DA), out=ang)  # exp(ka (1 - |da| / (pi/2) - Da))
+    qa += 1.0
+    np.divide(_TA, qa, out=qa)
+    qg *= qa
+    return qg
 
 
 @register_metric(
@@ -141,10 +158,11 @@ def qabf(fused: np.ndarray, ir: np.ndarray, vi: np.ndarray) -> float:
     weighted mean sum(Q^{AF} g_A + Q^{BF} g_B) / sum(g_A + g_B) (NaN when no
     source has any edge, as the original's 0/0).
     """
-    gf, af = _strength_orientation(fused)
-    ga, aa = _strength_orientation(vi)
-    gb, ab = _strength_orientation(ir)
-    num = (_edge_preservation(ga, aa, gf, af) * ga).sum() + (_edge_preservation(gb, ab, gf, af) * gb).sum()
-    den = (ga + gb).sum()
+    stack = np.stack([np.asarray(x, dtype=np.float64) for x in (fused, vi, ir)])
+    g, a = _strength_orientation(stack)
+    gs = g[1:]
+    q = _edge_preservation(gs, a[1:], g[0], a[0])
+    num = np.einsum("kij,kij->", q, gs)
+    den = gs.sum()
     with np.errstate(divide="ignore", invalid="ignore"):
         return float(np.float64(num) / np.float64(den))

@@ -18,7 +18,7 @@ _SIGMA_N_SQ = 0.005 * 255 * 255
 _C = 1e-7
 _SCALE_WEIGHTS = np.array([1.0, 0.0, 0.15, 1.0]) / 2.15
 _WINDOWS = [gaussian_1d(2 ** (5 - s) + 1, (2 ** (5 - s) + 1) / 5.0) for s in range(1, 5)]  # 33, 17, 9, 5
-_FFT_FROM = 9  # windows at least this wide go through the FFT
+_FFT_FROM = 10**9  # never: separable ndimage filters measured faster than FFT here, even at 33 taps
 
 
 def _filt(stack: np.ndarray, g: np.ndarray) -> np.ndarray:
