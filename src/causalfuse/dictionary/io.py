@@ -156,6 +156,7 @@ def save_dictionaries(path: str | os.PathLike, ir: ConfounderDictionary, vi: Con
     metadata = {METADATA_KEY: json.dumps(meta, sort_keys=True, default=_json_default)}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
+        os.chmod(tmp, 0o644)  # the temporary file is private (0600); the dictionary is not
     return path
 
 
