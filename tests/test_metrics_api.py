@@ -1,0 +1,131 @@
+"""causalfuse.metrics.compute: input types and ranges, colour modes, errors."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from causalfuse.errors import CausalFuseError
+from causalfuse.io import rgb2gray_matlab
+from causalfuse.metrics import DEFAULT_METRICS, compute, get_metric, list_metrics
+from causalfuse.metrics._checks import as_image255
+from causalfuse.metrics.gradient import spatial_frequency
+
+ALL_NAMES = {"AG", "CE", "EI", "EN", "MI", "PSNR", "Qabf", "Qcb", "Qcv", "RMSE", "SF", "SSIM", "SD", "VIF", "SCD", "CC", "Nabf", "MS-SSIM"}
+
+
+def _colour_triplet(h=90, w=84, seed=0):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    base = 127 + 100 * np.sin(xx / 7.0) * np.cos(yy / 9.0)
+    vi = np.clip(base[..., None] + rng.normal(0, 15, (h, w, 3)) + [0, 20, -20], 0, 255).astype(np.uint8)
+    ir = np.clip(255 - base + rng.normal(0, 10, (h, w)), 0, 255).astype(np.uint8)
+    fused = ((vi.astype(int) + ir[..., None]) // 2).astype(np.uint8)
+    return fused, ir, vi
+
+
+def test_default_metrics_are_the_papers_four():
+    f, ir, vi = _colour_triplet()
+    out = compute(f, ir, vi)
+    assert list(out) == list(DEFAULT_METRICS) == ["MI", "VIF", "Qabf", "SSIM"]
+    assert all(math.isfinite(v) for v in out.values())
+
+
+def test_all_names_are_registered():
+    present = set(list_metrics())
+    mine = ALL_NAMES - {"Qcb", "Qcv", "Nabf", "MS-SSIM"}
+    assert mine <= present
+    f, ir, vi = _colour_triplet()
+    out = compute(f, ir, vi, "all")
+    assert set(out) == present
+
+
+def test_gray_mode_is_rgb2gray_of_all_three():
+    f, ir, vi = _colour_triplet()
+    names = ["MI", "VIF", "Qabf", "SSIM", "EN", "SF"]
+    direct = {n: get_metric(n).fn(*(rgb2gray_matlab(x).astype(float) for x in (f, ir, vi))) for n in names}
+    assert compute(f, ir, vi, names, colour="gray") == pytest.approx(direct, rel=1e-12)
+
+
+def test_vifb_mode_averages_channels_and_reuses_grey_ir():
+    f, ir, vi = _colour_triplet()
+    for name in ["MI", "Qabf", "SSIM", "CE"]:
+        fn = get_metric(name).fn
+        want = np.mean([fn(f[..., k].astype(float), ir.astype(float), vi[..., k].astype(float)) for k in range(3)])
+        assert compute(f, ir, vi, [name], colour="vifb")[name] == pytest.approx(want, rel=1e-12)
+    # Spatial frequency: the three channels side by side, once (seams included).
+    side = np.concatenate([f[..., k] for k in range(3)], axis=1).astype(float)
+    assert compute(f, ir, vi, ["SF"], colour="vifb")["SF"] == pytest.approx(spatial_frequency(side), rel=1e-12)
+
+
+def test_grey_fused_in_vifb_mode_uses_grey_sources():
+    f, ir, vi = _colour_triplet()
+    fg = rgb2gray_matlab(f)
+    assert compute(fg, ir, vi, colour="vifb") == pytest.approx(compute(fg, ir, vi, colour="gray"), rel=1e-12)
+
+
+def test_float_and_tensor_inputs_equal_uint8():
+    f, ir, vi = _colour_triplet()
+    want = compute(f, ir, vi, ["MI", "EN", "CE", "VIF", "SSIM"], colour="vifb")
+    as_float = [x.astype(np.float32) / 255 for x in (f, ir, vi)]
+    assert compute(*as_float, ["MI", "EN", "CE", "VIF", "SSIM"], colour="vifb") == want
+    as_tensor = [torch.from_numpy(x).permute(2, 0, 1) if x.ndim == 3 else torch.from_numpy(x) for x in as_float]
+    as_tensor[0] = as_tensor[0][None]  # (1, 3, H, W)
+    assert compute(*as_tensor, ["MI", "EN", "CE", "VIF", "SSIM"], colour="vifb") == want
+    as_255 = [x.astype(np.float64) for x in (f, ir, vi)]
+    assert compute(*as_255, ["MI", "EN", "CE", "VIF", "SSIM"], colour="vifb", data_range=255) == want
+
+
+def test_uint16_is_scaled_not_truncated():
+    x = np.array([[0, 257, 32768, 65535]], dtype=np.uint16)
+    img, integral = as_image255(x, "x")
+    np.testing.assert_allclose(img, [[0, 1, 32768 * 255 / 65535, 255]], rtol=1e-12)
+    assert not integral and img[0, 2] % 1 > 0.4  # 127.5..., kept fractional
+    f, ir, vi = _colour_triplet()
+    wide = [x.astype(np.uint16) * 257 for x in (f, ir, vi)]  # exact 8-bit levels in 16 bits
+    assert compute(*wide, colour="vifb") == pytest.approx(compute(f, ir, vi, colour="vifb"), rel=1e-12)
+    # a 12-bit-like image in a uint16 container is dark, not saturated: values scale by 255/65535
+    dark, _ = as_image255(np.full((4, 4), 4095, np.uint16), "x")
+    assert dark.max() == pytest.approx(4095 * 255 / 65535)
+
+
+def test_size_mismatch_names_the_shapes():
+    f, ir, vi = _colour_triplet()
+    with pytest.raises(CausalFuseError, match=r"sizes differ: fused \(90, 84\), ir \(90, 83\)"):
+        compute(f, ir[:, :83], vi)
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (np.full((8, 8), 2.0), r"fused: float values must lie in \[0, 1\]"),
+        (np.full((8, 8), np.nan), "NaN"),
+        (np.zeros((3, 8, 8), np.uint8), "channels first"),
+        (np.zeros((8, 8), np.int32), "data_range"),
+        ("not an image", "expected a NumPy array"),
+        (np.zeros((8, 8, 4), np.uint8), r"shape \(H, W\)"),
+    ],
+)
+def test_bad_inputs_are_refused(bad, match):
+    ok = np.zeros((8, 8), np.uint8)
+    with pytest.raises(CausalFuseError, match=match):
+        compute(bad, ok, ok, ["EN"])
+
+
+def test_unknown_metric_lists_the_available_ones():
+    f, ir, vi = _colour_triplet()
+    with pytest.raises(CausalFuseError, match=r"unknown metric 'MIX'; available: .*MI.*SSIM"):
+        compute(f, ir, vi, ["MI", "MIX"])
+    with pytest.raises(CausalFuseError, match="colour must be"):
+        compute(f, ir, vi, colour="rgb")  # type: ignore[arg-type]
+
+
+def test_constant_images_give_nan_not_exceptions():
+    c = np.full((90, 84), 77, np.uint8)
+    out = compute(c, c, c, "all")
+    assert math.isnan(out["CC"]) and math.isnan(out["SCD"])
+    assert out["EN"] == 0.0 and out["SD"] == 0.0 and out["MI"] == 0.0
+    assert out["SSIM"] == pytest.approx(2.0) and out["VIF"] == pytest.approx(1.0)
