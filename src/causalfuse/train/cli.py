@@ -28,6 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--crop", type=int, help="random square crop side (paper: 256)")
     p.add_argument("--lr", type=float, help="Adam learning rate (paper: 1e-4)")
     p.add_argument("--head-lr", type=float, help="learning rate of BAFFM + reconstruction (default: --lr)")
+    p.add_argument("--head-only-steps", type=int, help="warm start: train BAFFM + reconstruction alone for the first N steps (default 0)")
     p.add_argument("--seed", type=int, help="seed of initialisation, batch order and augmentation (default 0)")
     p.add_argument("--no-baffm", action="store_true", help="train the 'without BAFFM' ablation")
     p.add_argument("--device", help="auto (default), cpu or cuda[:N]")
@@ -43,7 +44,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 _FLAGS = {
     "data": "data", "dictionary": "dictionary", "lrrnet_weights": "lrrnet_weights", "output": "output",
     "steps": "steps", "max_minutes": "max_minutes", "batch": "batch", "crop": "crop", "lr": "lr",
-    "head_lr": "head_lr", "seed": "seed", "device": "device", "amp": "amp", "threads": "threads",
+    "head_lr": "head_lr", "head_only_steps": "head_only_steps", "seed": "seed", "device": "device", "amp": "amp", "threads": "threads",
     "num_workers": "num_workers", "checkpoint_every": "checkpoint_every", "log_every": "log_every",
 }
 

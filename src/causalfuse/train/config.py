@@ -44,6 +44,9 @@ class TrainConfig:
         lr: Adam learning rate (the paper: 1e-4).
         head_lr: learning rate of BAFFM and the reconstruction conv; None
             uses ``lr`` for every parameter (the paper's single rate).
+        head_only_steps: a warm start: the first steps train BAFFM and the
+            reconstruction only (encoders frozen, no encoder backward pass, about
+            a third of the cost of a full step). 0 (the default) follows the paper.
         betas: Adam betas.
         steps: optimisation steps.
         max_minutes: wall-time budget; the run stops cleanly with its final
@@ -70,6 +73,7 @@ class TrainConfig:
     batch: int = 6
     lr: float = 1e-4
     head_lr: float | None = None
+    head_only_steps: int = 0
     betas: tuple[float, float] = (0.9, 0.999)
     steps: int = 10000
     max_minutes: float | None = None
@@ -97,6 +101,8 @@ class TrainConfig:
             raise CausalFuseError(f"amp must be auto, bf16 or off, got {self.amp!r}")
         if self.max_minutes is not None and self.max_minutes <= 0:
             raise CausalFuseError(f"max_minutes must be positive, got {self.max_minutes}")
+        if self.head_only_steps < 0:
+            raise CausalFuseError(f"head_only_steps must be >= 0, got {self.head_only_steps}")
         if self.num_workers < 0:
             raise CausalFuseError(f"num_workers must be >= 0, got {self.num_workers}")
         return self

@@ -22,7 +22,7 @@ import torch.distributed as dist
 
 from ..errors import CausalFuseError
 
-__all__ = ["DistInfo", "init", "shutdown", "shard", "all_mean", "any_flag", "broadcast_float"]
+__all__ = ["DistInfo", "init", "shutdown", "shard", "all_mean", "any_flag", "broadcast_float", "check_in_sync"]
 
 
 @dataclass(frozen=True)
@@ -95,3 +95,24 @@ def broadcast_float(value: float, info: DistInfo, device: torch.device) -> float
     t = torch.tensor([value], dtype=torch.float64, device=device)
     dist.broadcast(t, src=0)
     return float(t.item())
+
+
+def parameter_checksum(module: torch.nn.Module) -> torch.Tensor:
+    """A float64 checksum of every parameter (sum and weighted sum)."""
+    total = torch.zeros(2, dtype=torch.float64)
+    for i, p in enumerate(module.parameters()):
+        v = p.detach().to("cpu", torch.float64).flatten()
+        total[0] += v.sum()
+        total[1] += (v * torch.linspace(1, 2, v.numel(), dtype=torch.float64)).sum() * (i + 1)
+    return total
+
+
+def check_in_sync(module: torch.nn.Module, info: DistInfo, device: torch.device) -> None:
+    """Raise when the ranks' parameters differ (they must be identical under DDP)."""
+    if not info.enabled:
+        return
+    mine = parameter_checksum(module).to(device)
+    gathered = [torch.zeros_like(mine) for _ in range(info.world)]
+    dist.all_gather(gathered, mine)
+    if any(not torch.equal(g, gathered[0]) for g in gathered):
+        raise CausalFuseError(f"data-parallel ranks ended with different parameters: {[g.tolist() for g in gathered]}")

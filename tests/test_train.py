@@ -1,0 +1,307 @@
+"""causalfuse train: configuration, exact resume, refusals, checkpoints, torchrun.
+
+All runs use a tiny synthetic dataset, 16 x 16 crops, batch 2 and a few
+steps; the encoders are the real 256-channel LRR encoders (randomly
+initialised unless a test needs LRRNet's file).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from causalfuse.checkpoint import load_model, read_metadata
+from causalfuse.cli import main as cli_main
+from causalfuse.dictionary.io import ConfounderDictionary, save_dictionaries
+from causalfuse.errors import CausalFuseError
+from causalfuse.models.net import NetConfig
+from causalfuse.train import TrainConfig, train
+from causalfuse.train.config import apply_overrides, config_differences, load_config_file
+from causalfuse.train.loop import batch_indices
+from causalfuse.train.state import load_state, save_state
+
+SMALL_NET = {"dict_size": 3, "dict_dim": 4, "d_k": 8, "d_f": 8}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("tiny")
+    rng = np.random.default_rng(0)
+    for m in ("ir", "vi"):
+        (root / "data" / m).mkdir(parents=True)
+    for i in range(5):
+        base = rng.random((24, 28))
+        Image.fromarray((base * 255).astype(np.uint8)).save(root / "data" / "ir" / f"p{i}.png")
+        vi = np.clip(1 - base + 0.2 * rng.random((24, 28)), 0, 1)
+        Image.fromarray((vi * 255).astype(np.uint8)).save(root / "data" / "vi" / f"p{i}.png")
+    for n, name in ((3, "dict.safetensors"), (4, "dict4.safetensors")):
+        dicts = []
+        for m in ("ir", "vi"):
+            dicts.append(
+                ConfounderDictionary(
+                    prototypes=rng.standard_normal((n, 4)),
+                    frequencies=np.full(n, 1.0 / n),
+                    counts=np.ones(n),
+                    pca_mean=np.zeros(6),
+                    pca_components=np.eye(4, 6),
+                    modality=m,
+                    provenance={"test": True},
+                )
+            )
+        save_dictionaries(root / name, *dicts)
+    return {"root": root, "data": root / "data", "dict": root / "dict.safetensors", "dict4": root / "dict4.safetensors"}
+
+
+def _cfg(tiny, out, **kw) -> TrainConfig:
+    base = dict(
+        data=[str(tiny["data"])],
+        dictionary=str(tiny["dict"]),
+        output=str(out),
+        crop=16,
+        batch=2,
+        steps=4,
+        checkpoint_every=1,
+        progress=False,
+        threads=2,
+        net=NetConfig(**SMALL_NET),
+    )
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _log(run: Path) -> list[dict[str, str]]:
+    with open(run / "log.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+# -- configuration -----------------------------------------------------------
+
+
+def test_config_file_and_overrides(tmp_path):
+    f = tmp_path / "c.toml"
+    f.write_text('crop = 64\nlr = 0.001\n[net]\nuse_baffm = false\n[loss]\ngradient = 5\n')
+    data = apply_overrides(load_config_file(f), ["batch=4", "net.d_k=16", "loss.ssim=0.25", "head_lr=none", "data=[\"a\",\"b\"]"])
+    cfg = TrainConfig.from_dict(data)
+    assert (cfg.crop, cfg.lr, cfg.batch) == (64, 0.001, 4)
+    assert cfg.net.use_baffm is False and cfg.net.d_k == 16
+    assert (cfg.loss.gradient, cfg.loss.ssim, cfg.loss.intensity) == (5.0, 0.25, 1.0)
+    assert cfg.data == ["a", "b"] and cfg.head_lr is None
+    # the JSON round trip gives the same configuration
+    assert TrainConfig.from_dict(__import__("json").loads(cfg.to_json())) == cfg
+    with pytest.raises(CausalFuseError, match="unknown configuration key"):
+        apply_overrides({}, ["cropp=3"])
+    with pytest.raises(CausalFuseError, match="expected an integer"):
+        apply_overrides({}, ["batch=many"])
+    with pytest.raises(CausalFuseError, match="unknown training configuration keys: bogus"):
+        TrainConfig.from_dict({"bogus": 1})
+    with pytest.raises(CausalFuseError, match="key=value"):
+        apply_overrides({}, ["batch"])
+
+
+def test_config_differences_ignore_budget_fields():
+    a = TrainConfig(data=["x"]).to_dict()
+    b = TrainConfig(data=["x"], steps=99, max_minutes=3.0, lr=2e-4).to_dict()
+    b["net"]["d_k"] = 64
+    assert config_differences(a, b) == ["lr: 0.0001 -> 0.0002", "net.d_k: 32 -> 64"]
+
+
+def test_paper_recipe_is_the_default():
+    cfg = TrainConfig()
+    assert (cfg.crop, cfg.batch, cfg.lr, cfg.head_lr, cfg.flips) == (256, 6, 1e-4, None, True)
+    assert cfg.net.use_baffm and cfg.net.dict_size == 25
+
+
+def test_batches_are_a_function_of_the_step():
+    n = 5
+    seen = [i for s in range(5) for _, i in batch_indices(s, 2, n, seed=0)]
+    assert sorted(seen) == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]  # two epochs, each a permutation
+    assert batch_indices(3, 2, n, seed=0) == batch_indices(3, 2, n, seed=0)
+    assert batch_indices(2, 2, n, seed=0)[1][0] == 1  # the 6th sample opens epoch 1
+    assert batch_indices(0, 4, n, seed=0) != batch_indices(0, 4, n, seed=1)
+
+
+# -- training and resume -----------------------------------------------------
+
+
+def test_resume_reproduces_an_uninterrupted_run(tiny, tmp_path):
+    # the resume falls inside the head-only warm start and crosses into full training
+    straight = train(_cfg(tiny, tmp_path / "a", head_only_steps=3))
+    assert straight.stopped == "done" and straight.step == 4 and len(straight.losses) == 4
+
+    first = train(_cfg(tiny, tmp_path / "b", head_only_steps=3), stop_after=2)  # "interrupted" after 2 steps
+    assert first.step == 2 and not (tmp_path / "b" / "model.safetensors").exists()
+    # a later row in the log (e.g. written after the checkpoint) must not survive the resume
+    with open(tmp_path / "b" / "log.csv", "a") as f:
+        f.write("3,9,9,9,9,9,9,9\n")
+    second = train(_cfg(tiny, tmp_path / "b", head_only_steps=3), resume=True)
+    assert second.step == 4
+    assert np.allclose(first.losses + second.losses, straight.losses, rtol=0, atol=1e-6)
+
+    rows_a, rows_b = _log(tmp_path / "a"), _log(tmp_path / "b")
+    assert [r["step"] for r in rows_b] == ["1", "2", "3", "4"]
+    for ra, rb in zip(rows_a, rows_b):
+        for k in ("loss", "intensity", "gradient", "ssim"):
+            assert abs(float(ra[k]) - float(rb[k])) <= 1e-6
+
+    wa = load_file(str(tmp_path / "a" / "model.safetensors"))
+    wb = load_file(str(tmp_path / "b" / "model.safetensors"))
+    assert max(float((wa[k] - wb[k]).abs().max()) for k in wa) <= 1e-6
+
+    # the final model checkpoint: loadable, dictionaries inside, budget and config recorded
+    net = load_model(tmp_path / "a" / "model.safetensors")
+    assert net.config.dict_size == 3
+    meta = read_metadata(tmp_path / "a" / "model.safetensors")
+    budget = meta["info"]["budget"]
+    assert (budget["steps"], budget["crop"], budget["batch"]) == (4, 16, 2)
+    assert len(budget["data_hash"]) == 64
+    assert meta["info"]["train_config"]["lr"] == 1e-4
+    # config.json beside it equals the configuration in the training state
+    state = load_state(tmp_path / "a" / "last.safetensors")
+    assert state.step == 4
+    assert state.config == TrainConfig.from_dict(__import__("json").loads((tmp_path / "a" / "config.json").read_text())).to_dict()
+    assert "baffm.ir.dictionary" in state.model
+    assert "0.exp_avg" in {f"{i}.{k}" for i, s in state.optimizer["state"].items() for k in s}
+
+
+def test_head_lr_and_budget_stop(tiny, tmp_path):
+    res = train(_cfg(tiny, tmp_path / "r", head_lr=1e-3, steps=50, max_minutes=1e-4))
+    assert res.stopped == "budget" and res.step == 1
+    rows = _log(tmp_path / "r")
+    assert (float(rows[0]["lr"]), float(rows[0]["head_lr"])) == (1e-4, 1e-3)
+    assert read_metadata(tmp_path / "r" / "model.safetensors")["info"]["budget"]["stopped"] == "budget"
+
+
+# -- refusals ----------------------------------------------------------------
+
+
+def test_resume_refusals(tiny, tmp_path):
+    run = tmp_path / "r"
+    train(_cfg(tiny, run, steps=1))
+    with pytest.raises(CausalFuseError, match="already holds a training run"):
+        train(_cfg(tiny, run, steps=2))
+    with pytest.raises(CausalFuseError, match=r"another configuration: lr: 0.0001 -> 0.001"):
+        train(_cfg(tiny, run, steps=2, lr=1e-3), resume=True)
+    with pytest.raises(CausalFuseError, match="no training-state checkpoint"):
+        train(_cfg(tiny, tmp_path / "empty", steps=2), resume=True)
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "last.safetensors").write_bytes(b"not a checkpoint")
+    with pytest.raises(CausalFuseError, match="not a readable safetensors"):
+        train(_cfg(tiny, tmp_path / "junk", steps=2), resume=True)
+
+
+def test_dictionary_of_another_size_refused(tiny, tmp_path):
+    with pytest.raises(CausalFuseError, match=r"N=4 prototypes of dimension d=4, but the configuration asks for N=3"):
+        train(_cfg(tiny, tmp_path / "r", dictionary=str(tiny["dict4"])))
+    with pytest.raises(CausalFuseError, match="needs a confounder dictionary"):
+        train(_cfg(tiny, tmp_path / "r2", dictionary=None))
+
+
+def test_bad_lrrnet_file_refused(tiny, tmp_path):
+    bad = tmp_path / "lrrnet.model"
+    bad.write_bytes(b"\x00" * 100)
+    with pytest.raises(CausalFuseError, match="lrrnet.model"):
+        train(_cfg(tiny, tmp_path / "r", lrrnet_weights=str(bad)))
+
+
+def test_no_pairs_refused(tmp_path, tiny):
+    (tmp_path / "empty" / "ir").mkdir(parents=True)
+    (tmp_path / "empty" / "vi").mkdir(parents=True)
+    with pytest.raises(CausalFuseError):
+        train(_cfg(tiny, tmp_path / "r", data=[str(tmp_path / "empty")]))
+
+
+def test_interrupted_checkpoint_write_keeps_the_previous_file(tiny, tmp_path, monkeypatch):
+    import causalfuse.train.state as state_mod
+
+    from causalfuse.models.net import CausalFusionNet
+
+    net = CausalFusionNet(NetConfig(**SMALL_NET))
+    opt = torch.optim.Adam(net.parameters())
+    path = tmp_path / "last.safetensors"
+    save_state(path, net=net, optimizer=opt, step=1, elapsed=1.0, config={"a": 1})
+    before = path.read_bytes()
+
+    def disk_full(tensors, filename, metadata=None):
+        Path(filename).write_bytes(b"partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(state_mod, "save_file", disk_full)
+    with pytest.raises(OSError, match="No space"):
+        save_state(path, net=net, optimizer=opt, step=2, elapsed=2.0, config={"a": 1})
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["last.safetensors"]  # no temporary left over
+    assert load_state(path).step == 1
+
+
+def test_cli_train_and_errors(tiny, tmp_path, capsys):
+    args = ["train", "--data", str(tiny["data"]), "--dictionary", str(tiny["dict"]), "-o", str(tmp_path / "run"),
+            "--steps", "1", "--crop", "16", "--batch", "2", "--no-progress", "--no-baffm",
+            "--set", "net.dict_size=3", "--set", "net.dict_dim=4", "--set", "net.d_k=8", "--set", "net.d_f=8"]
+    assert cli_main(args) == 0
+    cfg = __import__("json").loads((tmp_path / "run" / "config.json").read_text())
+    assert cfg["net"]["use_baffm"] is False and cfg["crop"] == 16
+    assert cli_main(args) == 2
+    assert "already holds a training run" in capsys.readouterr().err
+    assert cli_main(args + ["--resume", "--steps", "2", "--lr", "0.001"]) == 2
+    assert "another configuration: lr: 0.0001 -> 0.001" in capsys.readouterr().err
+
+
+# -- torchrun ----------------------------------------------------------------
+
+
+def test_torchrun_two_processes_match_one(tiny, tmp_path):
+    """Two gloo processes on halves of each batch end where one process on the whole batch does."""
+    common = ["--data", str(tiny["data"]), "--dictionary", str(tiny["dict"]), "--steps", "3", "--crop", "16",
+              "--batch", "2", "--threads", "1", "--no-progress",
+              "--set", "net.dict_size=3", "--set", "net.dict_dim=4", "--set", "net.d_k=8", "--set", "net.d_f=8"]
+    env = dict(os.environ, CAUSALFUSE_COMPILE="0", OMP_NUM_THREADS="1")
+    ddp = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "-m", "causalfuse.cli", "train", *common, "-o", str(tmp_path / "ddp")],
+        env=env, capture_output=True, text=True, timeout=240,
+    )
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    single = subprocess.run(
+        [sys.executable, "-m", "causalfuse.cli", "train", *common, "-o", str(tmp_path / "one")],
+        env=env, capture_output=True, text=True, timeout=240,
+    )
+    assert single.returncode == 0, single.stderr[-3000:]
+    a = load_file(str(tmp_path / "ddp" / "model.safetensors"))
+    b = load_file(str(tmp_path / "one" / "model.safetensors"))
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) <= 1e-5
+    la, lb = _log(tmp_path / "ddp"), _log(tmp_path / "one")
+    assert [abs(float(x["loss"]) - float(y["loss"])) <= 1e-5 for x, y in zip(la, lb)] == [True] * 3
+    assert read_metadata(tmp_path / "ddp" / "model.safetensors")["info"]["budget"]["processes"] == 2
+
+
+def test_sigterm_saves_a_checkpoint_and_exits(tiny, tmp_path):
+    import signal
+    import time
+
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "causalfuse.cli", "train", "--data", str(tiny["data"]), "--dictionary", str(tiny["dict"]),
+           "-o", str(run), "--steps", "1000", "--crop", "16", "--batch", "2", "--threads", "1", "--no-progress",
+           "--checkpoint-every", "1000",
+           "--set", "net.dict_size=3", "--set", "net.dict_dim=4", "--set", "net.d_k=8", "--set", "net.d_f=8"]
+    proc = subprocess.Popen(cmd, env=dict(os.environ, CAUSALFUSE_COMPILE="0"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not ((run / "log.csv").exists() and len(_log(run)) >= 1):
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        assert time.monotonic() < deadline, "no training step within 120 s"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGINT, err[-2000:]
+    assert "--resume" in out
+    state = load_state(run / "last.safetensors")
+    assert 1 <= state.step < 1000
+    assert not (run / "model.safetensors").exists()
