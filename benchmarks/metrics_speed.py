@@ -1,0 +1,106 @@
+"""How long each metric takes on one colour triplet (630 x 460 and 1280 x 1024).
+
+    python benchmarks/metrics_speed.py [--repeats 7] [--colour gray|vifb|both]
+
+The 630 x 460 triplet is VIFB's ``carLight`` (ADF fusion) from
+``../shared/oracle/vifb`` when present, else synthetic; the 1280 x 1024 one
+is an LLVIP pair from ``../shared/data`` (fused = pixel average) when
+present, else synthetic. Prints the median wall time and the median CPU time
+of this process per metric and in total. The metrics run one after the other
+in one process (folder scoring runs one process per core on top of this).
+CPU time is the better number on a loaded machine: wall time also counts
+the time other processes hold the cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("CAUSALFUSE_SHARED", REPO.parent / "shared"))
+
+
+def _synthetic(h: int, w: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    base = 127 + 90 * np.sin(xx / 23.0) * np.cos(yy / 31.0)
+    vi = np.clip(base[..., None] + rng.normal(0, 12, (h, w, 3)) + [0, 15, -15], 0, 255).astype(np.uint8)
+    ir = np.clip(255 - base + rng.normal(0, 8, (h, w)), 0, 255).astype(np.uint8)
+    ir3 = np.repeat(ir[..., None], 3, axis=2)
+    fused = ((vi.astype(np.uint16) + ir3) // 2).astype(np.uint8)
+    return fused, ir3, vi
+
+
+def _triplets() -> list[tuple[str, tuple[np.ndarray, np.ndarray, np.ndarray]]]:
+    from causalfuse.io import load_image
+
+    out = []
+    vifb = SHARED / "oracle" / "vifb"
+    if (vifb / "fused" / "ADF" / "carLight.jpg").exists():
+        t = tuple(load_image(vifb / sub / "carLight.jpg") for sub in ("fused/ADF", "ir", "vi"))
+        out.append(("630x460 VIFB carLight/ADF", t))
+    else:
+        out.append(("630x460 synthetic", _synthetic(460, 630)))
+    llvip = SHARED / "data" / "train" / "LLVIP"
+    pair = None
+    if (llvip / "ir").is_dir():
+        for p in sorted((llvip / "ir").iterdir()):
+            q = next((llvip / "vi").glob(p.stem + ".*"), None)
+            if q is not None:
+                ir, vi = load_image(p), load_image(q)
+                if ir.shape[:2] == (1024, 1280) and vi.ndim == 3 and ir.dtype == vi.dtype == np.uint8:
+                    ir3 = ir if ir.ndim == 3 else np.repeat(ir[..., None], 3, axis=2)
+                    fused = ((vi.astype(np.uint16) + ir3) // 2).astype(np.uint8)
+                    pair = (f"1280x1024 LLVIP {p.stem} (average)", (fused, ir3, vi))
+                    break
+    out.append(pair or ("1280x1024 synthetic", _synthetic(1024, 1280, 1)))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--colour", choices=("gray", "vifb", "both"), default="both")
+    args = ap.parse_args(argv)
+
+    from causalfuse.metrics import _run, get_metric, list_metrics, prepare
+
+    names = list_metrics()
+    colours = ["gray", "vifb"] if args.colour == "both" else [args.colour]
+    print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; median of {args.repeats} runs; ms")
+    for label, (f, ir, vi) in _triplets():
+        for colour in colours:
+            prep_t = time.perf_counter()
+            p = prepare(f, ir, vi, colour)  # type: ignore[arg-type]
+            prep_ms = (time.perf_counter() - prep_t) * 1e3
+            for name in names:  # warm-up (caches, imports)
+                _run(get_metric(name), p)
+            rows = []
+            for name in names:
+                info = get_metric(name)
+                walls, cpus = [], []
+                for _ in range(args.repeats):
+                    w0, c0 = time.perf_counter(), time.process_time()
+                    _run(info, p)
+                    walls.append(time.perf_counter() - w0)
+                    cpus.append(time.process_time() - c0)
+                rows.append((name, statistics.median(walls) * 1e3, statistics.median(cpus) * 1e3))
+            print(f"\n{label}, colour={colour} (input preparation {prep_ms:.1f} ms)")
+            print(f"{'metric':<8} {'wall':>8} {'cpu':>8}")
+            for name, w, c in rows:
+                print(f"{name:<8} {w:8.1f} {c:8.1f}")
+            print(f"{'total':<8} {sum(r[1] for r in rows):8.1f} {sum(r[2] for r in rows):8.1f}")
+            four = [r for r in rows if r[0] in ("MI", "VIF", "Qabf", "SSIM")]
+            print(f"{'paper 4':<8} {sum(r[1] for r in four):8.1f} {sum(r[2] for r in four):8.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
