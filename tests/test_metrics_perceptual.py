@@ -256,9 +256,9 @@ def _ms_ssim_plain(fused, ir, vi):
     return float(np.prod(np.array(scores) ** weights))
 
 
-def _kumar_plain(fused, ir, vi):
-    """Direct transcription of analysis_nabf on im2double images."""
-    a, b, f = (x.astype(float) / 255 for x in (ir, vi, fused))
+def _kumar_plain(fused, ir, vi, white=255):
+    """Direct transcription of analysis_nabf on im2double images (x / white)."""
+    a, b, f = (x.astype(float) / white for x in (ir, vi, fused))
     vt = np.array([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]]) / 8
 
     def msum(p):  # MATLAB's sum(sum(p)) on a 3 x 3 block: column sums, then across
@@ -320,6 +320,9 @@ def test_qcb_qcv_equal_plain_transcriptions_on_odd_sizes(shape):
 def test_nabf_and_ms_ssim_equal_plain_transcriptions(shape):
     fused, ir, vi = _triplet(shape, 7 + shape[0])
     assert nabf(fused, ir, vi) == pytest.approx(_kumar_plain(fused, ir, vi), rel=1e-9)
+    # On the 0-255 scale the edge-strength weights g^1.5 (g >= 2) come into play.
+    assert nabf(fused, ir, vi, data_range=1.0) == pytest.approx(_kumar_plain(fused, ir, vi, white=1), rel=1e-9)
+    assert nabf(fused, ir, vi, data_range=1.0) != pytest.approx(nabf(fused, ir, vi), rel=1e-3)
     assert ms_ssim(fused, ir, vi) == pytest.approx(_ms_ssim_plain(fused, ir, vi), rel=1e-9)
 
 

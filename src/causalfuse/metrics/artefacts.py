@@ -76,6 +76,15 @@ def _edge_preservation(g_src: np.ndarray, a_src: np.ndarray, g_f: np.ndarray, a_
     return np.sqrt(q_g * q_a)
 
 
+def _edge_weights(strength: np.ndarray) -> np.ndarray:
+    """w = g^Lg where g >= Td, else wt_min (on 0-1 images no pixel reaches Td)."""
+    weights = np.full(strength.shape, _WT_MIN)
+    strong = strength >= _TD
+    if strong.any():
+        weights[strong] = strength[strong] ** _LG
+    return weights
+
+
 @register_metric(
     "Nabf",
     higher_is_better=False,
@@ -123,9 +132,8 @@ def nabf(fused: np.ndarray, ir: np.ndarray, vi: np.ndarray, *, data_range: float
     g_f, ang_f = _edge_strength_and_angle(f)
     q_af = _edge_preservation(g_a, ang_a, g_f, ang_f)
     q_bf = _edge_preservation(g_b, ang_b, g_f, ang_f)
-    with np.errstate(invalid="ignore"):
-        w_a = np.where(g_a >= _TD, g_a**_LG, _WT_MIN)
-        w_b = np.where(g_b >= _TD, g_b**_LG, _WT_MIN)
+    w_a = _edge_weights(g_a)
+    w_b = _edge_weights(g_b)
     artefact = (g_f > g_a) & (g_f > g_b)
     loss = np.where(artefact, (1 - q_af) * w_a + (1 - q_bf) * w_b, 0.0)
     return float(loss.sum() / (w_a + w_b).sum())
