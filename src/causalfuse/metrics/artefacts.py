@@ -201,10 +201,10 @@ def _mef_ssim_scale(sources: np.ndarray, fused: np.ndarray, g: np.ndarray) -> fl
     area = float(n * n)
     x1, x2 = sources
     f = fused
-    products = np.stack([x1, x2, f, x1 * x1, x2 * x2, x1 * x2, x1 * f, x2 * f, f * f])
+    products = np.stack([x1, x2, x1 * x1, x2 * x2, x1 * x2, f, x1 * f, x2 * f, f * f])
 
     # Centred sums sum((x_k - mean_k)(x_l - mean_l)) over each box window.
-    s1, s2, q11, q22, q12 = _box_sums_valid(products[[0, 1, 3, 4, 5]], n)
+    s1, s2, q11, q22, q12 = _box_sums_valid(products[:5], n)
     c11 = np.maximum(q11 - s1 * s1 / area, 0.0)
     c22 = np.maximum(q22 - s2 * s2 / area, 0.0)
     c12 = q12 - s1 * s2 / area
@@ -231,7 +231,7 @@ def _mef_ssim_scale(sources: np.ndarray, fused: np.ndarray, g: np.ndarray) -> fl
     a2 *= scale
 
     # Gaussian-window (co)variances.
-    gx1, gx2, gf, gx11, gx22, gx12, gx1f, gx2f, gff = _gaussian_valid(products, g)
+    gx1, gx2, gx11, gx22, gx12, gf, gx1f, gx2f, gff = _gaussian_valid(products, g)
     var_r = a1 * a1 * (gx11 - gx1 * gx1) + 2.0 * a1 * a2 * (gx12 - gx1 * gx2) + a2 * a2 * (gx22 - gx2 * gx2)
     var_f = gff - gf * gf
     cov_rf = a1 * (gx1f - gx1 * gf) + a2 * (gx2f - gx2 * gf)
