@@ -99,6 +99,11 @@ def test_nabf_and_ms_ssim_match_the_oracle_table(oracle_dir, image, method):
     assert nabf(fused, ir, vi) == pytest.approx(expected["Nabf"], rel=1e-8)
     assert ms_ssim(fused, ir, vi) == pytest.approx(expected["MS-SSIM"], rel=1e-8)
 
+    from causalfuse.metrics import compute
+
+    got = compute(fused.astype(np.uint8), ir.astype(np.uint8), vi.astype(np.uint8), ["Nabf", "MS-SSIM"], colour="gray")
+    assert got == pytest.approx(expected, rel=1e-8)
+
 
 def test_compute_dispatches_these_metrics_with_the_vifb_convention(oracle_dir):
     from causalfuse.metrics import compute
