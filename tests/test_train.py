@@ -305,3 +305,10 @@ def test_sigterm_saves_a_checkpoint_and_exits(tiny, tmp_path):
     state = load_state(run / "last.safetensors")
     assert 1 <= state.step < 1000
     assert not (run / "model.safetensors").exists()
+
+
+def test_bf16_autocast_option_runs(tiny, tmp_path):
+    res = train(_cfg(tiny, tmp_path / "r", steps=2, amp="bf16"))
+    assert res.step == 2 and all(np.isfinite(res.losses))
+    # the saved weights stay float32
+    assert {v.dtype for v in load_file(str(tmp_path / "r" / "model.safetensors")).values()} == {torch.float32}
