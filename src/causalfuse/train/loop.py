@@ -368,9 +368,11 @@ def _train(cfg: TrainConfig, device: torch.device, info: dist_utils.DistInfo, *,
             values = values.cpu().tolist()
             losses.append(values[0])
             seconds = elapsed_before + time.perf_counter() - t0
-            if not math.isfinite(values[0]):
-                checkpoint()
-                raise CausalFuseError(f"the loss became {values[0]} at step {step}; lower the learning rate (state saved in {state_path})")
+            if not math.isfinite(values[0]):  # keep the last good checkpoint
+                raise CausalFuseError(
+                    f"the loss became {values[0]} at step {step}; lower the learning rate "
+                    f"(the last good state is in {state_path}, if one was written)"
+                )
             if log is not None and (step % cfg.log_every == 0 or step == stop_at):
                 log.write([step, *map(_fmt, values), _fmt(optimizer.param_groups[0]["lr"]), _fmt(optimizer.param_groups[1]["lr"]), f"{seconds:.3f}"])
             bar.update(1)
