@@ -264,3 +264,22 @@ def test_load_official_refuses_mismatching_state(official_state):
     enc = LRREncoder()
     with pytest.raises(CausalFuseError, match=r"'get_ls3'.*20 missing \(conv_W00"):
         enc.load_official(official_state, prefix="get_ls3.")
+
+
+@pytest.mark.parametrize("size", [(2, 2), (3, 5), (7, 4)])
+def test_small_map_kernels_and_their_adjoints(size):
+    """The one- and nine-channel helpers (both the compilable and the eager form) against autograd."""
+    from causalfuse.models import lrr
+
+    gen = torch.Generator().manual_seed(4)
+    p = torch.randn(2, 9, *size, generator=gen, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(2, 1, *size, generator=gen, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(1, generator=gen, dtype=torch.float64)
+    taps = lrr._residual_taps_eager(p, x, bias)
+    torch.testing.assert_close(lrr._residual_taps_pw(p, x, bias), taps, rtol=0, atol=0)
+    grad = torch.randn(taps.shape, generator=gen, dtype=torch.float64)
+    d_x, d_p = torch.autograd.grad(taps, [x, p], grad)
+    for backward in (lrr._residual_taps_bwd_pw, lrr._residual_taps_bwd_eager):
+        d_r, d_pp = backward(grad)
+        torch.testing.assert_close(d_r, d_x)
+        torch.testing.assert_close(d_pp, d_p)

@@ -151,28 +151,84 @@ def soft_threshold(r: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
 # ---------------------------------------------------------------------------
 # small-map helpers: taps, shifted sums, projections
 # ---------------------------------------------------------------------------
+def _tap_kernel(like: torch.Tensor, channels_in: int) -> torch.Tensor:
+    """One-hot 3x3 kernels selecting tap t = 3 * dy + dx; (9, 1, 3, 3) or (1, 9, 3, 3)."""
+    k = torch.eye(TAPS, dtype=like.dtype, device=like.device).view(TAPS, 1, KERNEL, KERNEL)
+    return k if channels_in == 1 else k.transpose(0, 1)
+
+
 def _taps(x: torch.Tensor) -> torch.Tensor:
-    """(B, 1, H, W) -> (B, 9, H, W): the 9 shifted copies a reflection-padded 3x3 conv reads."""
-    h, w = x.shape[-2:]
-    p = F.pad(x, (1, 1, 1, 1), mode="reflect")
-    return torch.cat([p[:, :, dy : dy + h, dx : dx + w] for dy in range(KERNEL) for dx in range(KERNEL)], dim=1)
+    """(B, 1, H, W) -> (B, 9, H, W): the 9 shifted copies a reflection-padded 3x3 conv reads.
+
+    A conv with one-hot kernels: exact copies, in one kernel launch (small
+    operations are dominated by launch and thread-synchronisation costs).
+    """
+    return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="reflect"), _tap_kernel(x, 1))
 
 
 def _shift_sum(p: torch.Tensor) -> torch.Tensor:
     """(B, 9, H, W) per-tap maps -> (B, 1, H, W): sum over taps of the reflection-padded, shifted map."""
-    h, w = p.shape[-2:]
+    return F.conv2d(F.pad(p, (1, 1, 1, 1), mode="reflect"), _tap_kernel(p, TAPS))
+
+
+def _pad_adjoint(gp: torch.Tensor) -> torch.Tensor:
+    """Adjoint of a 1-pixel reflection pad: (..., H+2, W+2) -> (..., H, W), border folded back."""
+    h, w = gp.shape[-2] - 2, gp.shape[-1] - 2
+    g = gp[..., 1 : w + 1] + F.pad(gp[..., 0:1], (1, w - 2)) + F.pad(gp[..., w + 1 : w + 2], (w - 2, 1))
+    return g[..., 1 : h + 1, :] + F.pad(g[..., 0:1, :], (0, 0, 1, h - 2)) + F.pad(g[..., h + 1 : h + 2, :], (0, 0, h - 2, 1))
+
+
+def _place(t: torch.Tensor, tap: int) -> torch.Tensor:
+    """Adjoint of reading tap ``tap`` of a padded map: (..., H, W) -> (..., H+2, W+2)."""
+    dy, dx = divmod(tap, KERNEL)
+    return F.pad(t, (dx, KERNEL - 1 - dx, dy, KERNEL - 1 - dy))
+
+
+def _residual_taps_pw(p: torch.Tensor, x: torch.Tensor, bdz: torch.Tensor) -> torch.Tensor:
+    """Taps of r = x - (shift_sum(p) + bdz), written with slices so that it compiles into one loop."""
+    h, w = x.shape[-2:]
     pp = F.pad(p, (1, 1, 1, 1), mode="reflect")
-    out = pp[:, 0:1, 0:h, 0:w]
+    y = pp[:, 0:1, 0:h, 0:w]
     for t in range(1, TAPS):
         dy, dx = divmod(t, KERNEL)
-        out = out + pp[:, t : t + 1, dy : dy + h, dx : dx + w]
-    return out
+        y = y + pp[:, t : t + 1, dy : dy + h, dx : dx + w]
+    rp = F.pad(x - (y + bdz.view(1, 1, 1, 1)), (1, 1, 1, 1), mode="reflect")
+    return torch.cat([rp[:, :, dy : dy + h, dx : dx + w] for dy in range(KERNEL) for dx in range(KERNEL)], dim=1)
+
+
+def _residual_taps_eager(p: torch.Tensor, x: torch.Tensor, bdz: torch.Tensor) -> torch.Tensor:
+    return _taps(x - (_shift_sum(p) + bdz.view(1, 1, 1, 1)))
+
+
+def _residual_taps_bwd_pw(d_rt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Given dL/d(taps of r): dL/dr, and dL/dp for r = x - shift_sum(p) - b."""
+    d_r = _place(d_rt[:, 0:1], 0)
+    for t in range(1, TAPS):
+        d_r = d_r + _place(d_rt[:, t : t + 1], t)
+    d_r = _pad_adjoint(d_r)
+    d_p = _pad_adjoint(torch.cat([_place(-d_r, t) for t in range(TAPS)], dim=1))
+    return d_r, d_p
+
+
+def _taps_adjoint_eager(d_t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return torch.ops.aten.reflection_pad2d_backward(F.conv_transpose2d(d_t, _tap_kernel(d_t, 1)), like, [1, 1, 1, 1])
+
+
+def _residual_taps_bwd_eager(d_rt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    b, _, h, w = d_rt.shape
+    d_r = _taps_adjoint_eager(d_rt, d_rt[:, :1])
+    d_pp = F.conv_transpose2d(-d_r, _tap_kernel(d_r, TAPS))
+    return d_r, torch.ops.aten.reflection_pad2d_backward(d_pp, d_rt, [1, 1, 1, 1])
 
 
 def _project(z: torch.Tensor, w9: torch.Tensor) -> torch.Tensor:
-    """(B, C, H, W) x (9, C) -> (B, 9, H, W): one GEMM reading z once."""
+    """(B, C, H, W) x (T, C) -> (B, T, H, W): one GEMM reading z once.
+
+    ``bmm`` with the weights expanded over the batch: ``matmul`` would fold the
+    batch into the GEMM by copying z.
+    """
     b, c, h, w = z.shape
-    return torch.matmul(w9, z.reshape(b, c, h * w)).view(b, w9.shape[0], h, w)
+    return torch.bmm(w9.expand(b, -1, -1), z.reshape(b, c, h * w)).view(b, w9.shape[0], h, w)
 
 
 def conv_to_one(z: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -266,6 +322,8 @@ class _Kernel:
         self._compiled: Any = None  # None: not tried yet; False: unavailable
 
     def __call__(self, *args: Any, use_compile: bool = True) -> Any:
+        # Detached views (same storage): requires_grad flags must not trigger recompilation.
+        args = tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in args)
         if use_compile and self._compiled is not False and compile_available():
             try:
                 if self._compiled is None:
@@ -286,17 +344,13 @@ class _Kernel:
 _FIRST = _Kernel(_first_into, _first_into_eager)
 _UPDATE = _Kernel(_update_, _update_eager_)
 _MASK = _Kernel(_mask_, _mask_eager_)
+_RESIDUAL_TAPS = _Kernel(_residual_taps_pw, _residual_taps_eager)
+_RESIDUAL_TAPS_BWD = _Kernel(_residual_taps_bwd_pw, _residual_taps_bwd_eager)
 
 
 # ---------------------------------------------------------------------------
 # the fused encoder as one autograd function
 # ---------------------------------------------------------------------------
-def _residual(x: torch.Tensor, z: torch.Tensor, wdz: torch.Tensor, bdz: torch.Tensor) -> torch.Tensor:
-    """r = x - conv_Wdz(z), via the 9-tap projection of z (z itself is never padded)."""
-    c = z.shape[1]
-    return x - (_shift_sum(_project(z, wdz.reshape(c, TAPS).t())) + bdz.view(1, 1, 1, 1))
-
-
 class _FusedEncoder(torch.autograd.Function):
     """Forward of the whole encoder; saves x, the residual taps and the output only.
 
@@ -315,7 +369,8 @@ class _FusedEncoder(torch.autograd.Function):
         rts = []
         for i in range(0, len(blocks), 4):
             wdz, bdz, wdtz, bdtz = blocks[i : i + 4]
-            rt = _taps(_residual(x, z, wdz, bdz))
+            p = _project(z, wdz.reshape(c, TAPS).t())
+            rt = _RESIDUAL_TAPS(p, x, bdz, use_compile=use_compile)
             rts.append(rt)
             _UPDATE(z, rt, wdtz.reshape(c, TAPS), bdtz, lamz, lam, use_compile=use_compile)
         ctx.use_compile = use_compile
@@ -367,13 +422,9 @@ class _FusedEncoder(torch.autograd.Function):
             g_lamz += torch.dot(gf.reshape(-1), zf.reshape(-1))
             rtf = rts[k].reshape(bsz, TAPS, hw)
             g_wdtz = torch.bmm(gf, rtf.transpose(1, 2)).sum(0)  # (C, 9)
-            d_rt = torch.matmul(wts[k].t(), gf).view(bsz, TAPS, h, wd)
-            # through r = x - conv_Wdz(z): one-channel maps, by autograd
-            with torch.enable_grad():
-                r_leaf = torch.zeros_like(x).requires_grad_(True)
-                (d_r,) = torch.autograd.grad(_taps(r_leaf), r_leaf, d_rt)
-                p_leaf = torch.zeros(bsz, TAPS, h, wd, dtype=x.dtype, device=x.device, requires_grad=True)
-                (d_p,) = torch.autograd.grad(_shift_sum(p_leaf), p_leaf, -d_r)
+            d_rt = torch.bmm(wts[k].t().expand(bsz, -1, -1), gf).view(bsz, TAPS, h, wd)
+            # through r = x - conv_Wdz(z): one-channel and 9-channel maps
+            d_r, d_p = _RESIDUAL_TAPS_BWD(d_rt, use_compile=uc)
             if g_x is not None:
                 g_x += d_r
             d_pf = d_p.reshape(bsz, TAPS, hw)
@@ -394,11 +445,8 @@ class _FusedEncoder(torch.autograd.Function):
         xtf = xt.reshape(bsz, TAPS, hw)
         g_w00 = torch.bmm(gf, xtf.transpose(1, 2)).sum(0)
         if g_x is not None:
-            d_xt = torch.matmul(w0.t(), gf).view(bsz, TAPS, h, wd)
-            with torch.enable_grad():
-                x_leaf = torch.zeros_like(x).requires_grad_(True)
-                (d_x0,) = torch.autograd.grad(_taps(x_leaf), x_leaf, d_xt)
-            g_x += d_x0
+            d_xt = torch.bmm(w0.t().expand(bsz, -1, -1), gf).view(bsz, TAPS, h, wd)
+            g_x += _taps_adjoint_eager(d_xt, x)
         return (
             None,
             g_x,
