@@ -34,30 +34,31 @@ _WT_MIN = 0.001
 _LG = 1.5
 _NRG, _KG, _SIGMAG = 0.9999, 19.0, 0.5
 _NRA, _KA, _SIGMAA = 0.9995, 22.0, 0.5
+_NABF_STRIP = 32  # rows per strip
 
 
-def _kumar_sobel(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Kumar's ``sobel_fn``: Sobel / 8, mirror extension without edge repeat.
+def _kumar_sobel(padded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Kumar's ``sobel_fn`` on images already mirror-extended by one pixel, (..., H + 2, W + 2).
 
-    Returns (gv, gh): correlation with [-1 0 1; -2 0 2; -1 0 1] / 8 and with
-    its transpose. The original adds the nine products in MATLAB's
-    ``sum(sum(.))`` order (column sums, then across); since the weights are
-    powers of two, that equals the grouping below bit for bit, so edge
-    strengths that are equal in exact arithmetic (mirrored borders, a fused
-    image equal to a source plus an offset) compare equal as in the original.
+    Returns (gv, gh), each (..., H, W): correlation with
+    [-1 0 1; -2 0 2; -1 0 1] / 8 and with its transpose. The original adds the
+    nine products in MATLAB's ``sum(sum(.))`` order (column sums, then
+    across); since the weights are powers of two, that equals the grouping
+    below bit for bit, so edge strengths that are equal in exact arithmetic
+    (at the mirrored borders, say) compare equal as in the original.
     """
-    p = np.pad(x, 1, mode="reflect")
+    p = padded
     # gv: (right column - left column) of the [1 2 1]-weighted column sums.
-    smooth = (p[:-2, :] + 2.0 * p[1:-1, :]) + p[2:, :]
-    gv = (smooth[:, 2:] - smooth[:, :-2]) * 0.125
+    smooth = (p[..., :-2, :] + 2.0 * p[..., 1:-1, :]) + p[..., 2:, :]
+    gv = (smooth[..., 2:] - smooth[..., :-2]) * 0.125
     # gh: [1 2 1]-weighted sum across of the (bottom - top) differences.
-    diff = p[2:, :] - p[:-2, :]
-    gh = ((diff[:, :-2] + 2.0 * diff[:, 1:-1]) + diff[:, 2:]) * 0.125
+    diff = p[..., 2:, :] - p[..., :-2, :]
+    gh = ((diff[..., :-2] + 2.0 * diff[..., 1:-1]) + diff[..., 2:]) * 0.125
     return gv, gh
 
 
-def _edge_strength_and_angle(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    gv, gh = _kumar_sobel(x)
+def _edge_strength_and_angle(padded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    gv, gh = _kumar_sobel(padded)
     strength = np.sqrt(gh * gh + gv * gv)
     with np.errstate(divide="ignore", invalid="ignore"):
         angle = np.arctan(gv / gh)  # +-pi/2 where gh == 0 (MATLAB's x / 0 = +-Inf)
@@ -124,19 +125,24 @@ def nabf(fused: np.ndarray, ir: np.ndarray, vi: np.ndarray, *, data_range: float
     # compares edge strengths that are equal in exact arithmetic wherever the
     # fused image is a source plus an offset, so the rounding must match.
     scale = float(data_range)
-    a = np.asarray(ir, dtype=np.float64) / scale
-    b = np.asarray(vi, dtype=np.float64) / scale
-    f = np.asarray(fused, dtype=np.float64) / scale
-    g_a, ang_a = _edge_strength_and_angle(a)
-    g_b, ang_b = _edge_strength_and_angle(b)
-    g_f, ang_f = _edge_strength_and_angle(f)
-    q_af = _edge_preservation(g_a, ang_a, g_f, ang_f)
-    q_bf = _edge_preservation(g_b, ang_b, g_f, ang_f)
-    w_a = _edge_weights(g_a)
-    w_b = _edge_weights(g_b)
-    artefact = (g_f > g_a) & (g_f > g_b)
-    loss = np.where(artefact, (1 - q_af) * w_a + (1 - q_bf) * w_b, 0.0)
-    return float(loss.sum() / (w_a + w_b).sum())
+    images = np.stack([np.asarray(a, dtype=np.float64) for a in (ir, vi, fused)]) / scale
+    # Kumar's "periodic extension" mirrors without repeating the edge pixel.
+    padded = np.pad(images, [(0, 0), (1, 1), (1, 1)], mode="reflect")
+    loss = 0.0
+    weight = 0.0
+    rows = images.shape[1]
+    for start in range(0, rows, _NABF_STRIP):  # strips keep the maps in cache
+        stop = min(start + _NABF_STRIP, rows)
+        strength, angle = _edge_strength_and_angle(padded[:, start : stop + 2])
+        (g_a, g_b, g_f), (ang_a, ang_b, ang_f) = strength, angle
+        q_af = _edge_preservation(g_a, ang_a, g_f, ang_f)
+        q_bf = _edge_preservation(g_b, ang_b, g_f, ang_f)
+        w_a = _edge_weights(g_a)
+        w_b = _edge_weights(g_b)
+        artefact = (g_f > g_a) & (g_f > g_b)
+        loss += float(np.where(artefact, (1 - q_af) * w_a + (1 - q_bf) * w_b, 0.0).sum())
+        weight += float((w_a + w_b).sum())
+    return loss / weight
 
 
 # ---------------------------------------------------------------- MS-SSIM
@@ -148,6 +154,7 @@ _MEF_WEIGHTS = np.array([0.0448, 0.2856, 0.3001])
 _MEF_WEIGHTS = _MEF_WEIGHTS / _MEF_WEIGHTS.sum()
 _MEF_P_MAX = 10.0
 _MEF_ED_FLOOR = 0.001
+_MEF_STRIP = 48  # output rows per strip
 
 
 def _box_sums_valid(x: np.ndarray, n: int) -> np.ndarray:
@@ -198,6 +205,18 @@ def _mef_ssim_scale(sources: np.ndarray, fused: np.ndarray, g: np.ndarray) -> fl
     per-window loop.
     """
     n = _MEF_WINDOW
+    rows_out = fused.shape[0] - n + 1
+    # Strips of output rows keep the nine product maps in cache.
+    total = 0.0
+    for start in range(0, rows_out, _MEF_STRIP):
+        stop = min(start + _MEF_STRIP, rows_out)
+        total += _mef_ssim_quality_sum(sources[:, start : stop + n - 1], fused[start : stop + n - 1], g)
+    return total / (rows_out * (fused.shape[1] - n + 1))
+
+
+def _mef_ssim_quality_sum(sources: np.ndarray, fused: np.ndarray, g: np.ndarray) -> float:
+    """Sum of the MEF-SSIM quality map over the valid windows of a strip."""
+    n = _MEF_WINDOW
     area = float(n * n)
     x1, x2 = sources
     f = fused
@@ -237,7 +256,7 @@ def _mef_ssim_scale(sources: np.ndarray, fused: np.ndarray, g: np.ndarray) -> fl
     cov_rf = a1 * (gx1f - gx1 * gf) + a2 * (gx2f - gx2 * gf)
     c = (_MEF_K * 255.0) ** 2
     quality = (2.0 * cov_rf + c) / (var_r + var_f + c)
-    return float(quality.mean())
+    return float(quality.sum())
 
 
 @register_metric(
