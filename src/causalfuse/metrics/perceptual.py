@@ -242,12 +242,12 @@ def qcb(fused: np.ndarray, ir: np.ndarray, vi: np.ndarray) -> float:
     images = [_normalize1(ir), _normalize1(vi), _normalize1(fused)]
     (c1,), (c2,), (cf,) = _maps("qcb", images, _qcb_contrast_power, cached=(True, True, False))
     with np.errstate(divide="ignore", invalid="ignore"):
-        q1f = np.where(c1 < cf, c1 / cf, cf / c1)
-        q2f = np.where(c2 < cf, c2 / cf, cf / c2)
-        s1 = c1 * c1
+        # The original's "c1 < cf ? c1 / cf : cf / c1" is min / max (NaN stays NaN).
+        q1f = np.minimum(c1, cf) / np.maximum(c1, cf)
+        q2f = np.minimum(c2, cf) / np.maximum(c2, cf)
+        s1 = c1 * c1  # saliency: squared contrast
         s2 = c2 * c2
-        total = s1 + s2
-        quality = (s1 / total) * q1f + (s2 / total) * q2f
+        quality = (s1 * q1f + s2 * q2f) / (s1 + s2)
     return float(quality.mean())
 
 
