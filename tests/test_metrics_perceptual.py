@@ -124,7 +124,8 @@ def test_compute_dispatches_these_metrics_with_the_vifb_convention(oracle_dir):
     got = compute(fused, ir, vi, names, colour="vifb")
     for name, fn in zip(names, (qcb, qcv, nabf, ms_ssim)):
         assert got[name] == pytest.approx(_vifb_value(fn, fused, ir, vi), rel=1e-12)
-    ref = {r["metric"]: float(r["value"]) for r in _rows(oracle_dir, {"Qcb", "Qcv"}) if r["image"] == "running" and r["method"] == "CNN"}
+    rows = _rows(oracle_dir, {"Qcb", "Qcv"})
+    ref = {r["metric"]: float(r["value"]) for r in rows if r["image"] == "running" and r["method"] == "CNN"}
     assert got["Qcb"] == pytest.approx(ref["Qcb"], rel=1e-4)
     assert got["Qcv"] == pytest.approx(ref["Qcv"], rel=1e-4)
 
