@@ -345,6 +345,9 @@ def test_source_cache_gives_the_same_values_and_stays_bounded():
     cold = (qcb(fused, ir, vi), qcv(fused, ir, vi))
     warm = (qcb(fused, ir, vi), qcv(fused, ir, vi))
     assert cold == warm
+    entries = list(perceptual._CACHE._entries.values())
+    assert len(entries) == 4  # two sources x two metrics; fused images are not kept
+    assert all(a.base is None for value in entries for a in value)  # own memory, not views of a batch
     other = np.flipud(fused)
     assert qcb(other, ir, vi) == _qcb_cold(other, ir, vi)
     cache = perceptual._SourceCache(max_bytes=3 * 40 * 44 * 8 + 3 * 40 * 44)

@@ -147,9 +147,10 @@ def _maps(tag: str, images: list[np.ndarray], compute, cached: tuple[bool, ...])
     if todo:
         results = compute(np.stack([images[i] for i in todo]))
         for j, i in enumerate(todo):
-            value = tuple(np.ascontiguousarray(r[j]) for r in results)
-            out[i] = value
-            _CACHE.put(keys[i], value)
+            out[i] = tuple(r[j] for r in results)
+            if keys[i] is not None:
+                # Own copies: a view would keep the whole batch alive in the cache.
+                _CACHE.put(keys[i], tuple(r[j].copy() for r in results))
     return out  # type: ignore[return-value]
 
 
