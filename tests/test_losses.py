@@ -80,10 +80,11 @@ def test_weights_combine_terms():
 
 
 def test_gradcheck():
-    ir = _rand(1, 1, 12, 12, seed=6, dtype=torch.float64)
-    vi = _rand(1, 1, 12, 12, seed=7, dtype=torch.float64)
-    f = _rand(1, 1, 12, 12, seed=8, dtype=torch.float64).requires_grad_(True)
-    assert torch.autograd.gradcheck(lambda x: fusion_loss(x, ir, vi)["loss"], (f,), eps=1e-6, atol=1e-5)
+    # a small SSIM window keeps the numerical Jacobian cheap; the code path is the same
+    ir = _rand(1, 1, 8, 8, seed=6, dtype=torch.float64)
+    vi = _rand(1, 1, 8, 8, seed=7, dtype=torch.float64)
+    f = _rand(1, 1, 8, 8, seed=8, dtype=torch.float64).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda x: fusion_loss(x, ir, vi, window=5)["loss"], (f,), eps=1e-6, atol=1e-5, fast_mode=True)
 
 
 def test_bad_shapes_refused():
