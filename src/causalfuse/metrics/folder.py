@@ -16,6 +16,8 @@ then image in natural order, then metric in the order asked).
 
 from __future__ import annotations
 
+import multiprocessing
+import multiprocessing.context
 import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -106,8 +108,12 @@ def _score_one(job: tuple[Triplet, tuple[str, ...], str]) -> list[ScoreRow]:
         p = prepare(fused, ir, vi, colour)  # type: ignore[arg-type]
     except CausalFuseError as exc:
         raise CausalFuseError(f"{t.fused}: {exc}") from None
-    values = compute_prepared(p, names)
+    values = compute_prepared(p, names, threads=_threads)
     return [ScoreRow(t.image, t.method, name, values[name]) for name in names]
+
+
+# Threads per triplet: 1 in pool workers (the processes already fill the cores).
+_threads: int | None = None
 
 
 def _default_jobs() -> int:
@@ -159,14 +165,26 @@ def score_triplets(
             rows.extend(chunk)
         return rows
     chunksize = max(1, min(8, len(work) // (4 * jobs)))
-    with ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker) as pool:
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=_context(), initializer=_init_worker) as pool:
         for chunk in wrap(pool.map(_score_one, work, chunksize=chunksize)):
             rows.extend(chunk)
     return rows
 
 
+def _context() -> multiprocessing.context.BaseContext:
+    """fork where available: the workers run NumPy/SciPy only (never torch, whose
+    thread pools do not survive a fork), start in milliseconds, and do not
+    re-import the caller's main module (a script without an
+    ``if __name__ == "__main__"`` guard still works)."""
+    if "fork" in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("fork")
+    return multiprocessing.get_context("spawn")  # pragma: no cover - not Linux
+
+
 def _init_worker() -> None:
     # One process per core: keep each single-threaded so they do not fight.
+    global _threads
+    _threads = 1
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     try:
         import threadpoolctl  # type: ignore[import-not-found]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._filters import filter2_valid, gaussian_1d
+from ._filters import filter2_valid, gaussian_1d, source_cache
 from ._registry import register_metric
 
 __all__ = ["ssim", "ssim_single"]
@@ -17,20 +17,26 @@ _C1 = (0.01 * 255) ** 2
 _C2 = (0.03 * 255) ** 2
 
 
+def _moments(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Local mean and second moment of one image (cached for sources)."""
+    m = filter2_valid(np.stack([x, x * x]), _WINDOW)
+    return m[0], m[1]
+
+
 def _ssim_pair_maps(fused: np.ndarray, sources: list[np.ndarray]) -> list[float]:
     """Mean SSIM of each source against ``fused``, sharing the fused image's statistics."""
     f = np.asarray(fused, dtype=np.float64)
     srcs = [np.asarray(s, dtype=np.float64) for s in sources]
-    stack = np.stack([f, f * f] + [a for s in srcs for a in (s, s * s, s * f)])
-    filt = filter2_valid(stack, _WINDOW)
+    filt = filter2_valid(np.stack([f, f * f] + [s * f for s in srcs]), _WINDOW)
     if filt.shape[-1] == 0 or filt.shape[-2] == 0:
         return [float("nan")] * len(srcs)  # image smaller than the window: MATLAB's mean2 of empty is NaN
     ub = filt[0]
     ub_sq = ub * ub
     sigb_sq = filt[1] - ub_sq
     out = []
-    for i in range(len(srcs)):
-        ua, ea2, eab = filt[2 + 3 * i], filt[3 + 3 * i], filt[4 + 3 * i]
+    for i, s in enumerate(srcs):
+        ua, ea2 = source_cache.get_or_compute("ssim", s, _moments)
+        eab = filt[2 + i]
         ua_sq = ua * ua
         ua_ub = ua * ub
         siga_sq = ea2 - ua_sq
