@@ -70,11 +70,17 @@ def _freq_radius(shape: tuple[int, int], divisor: float) -> np.ndarray:
     return np.sqrt(u[None, :] ** 2 + v[:, None] ** 2)
 
 
+def _irfft2(spec: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """``irfft2`` as two 1-D passes (the same numbers; pocketfft's 2-D c2r is ~20 % slower here)."""
+    columns = sfft.ifft(spec, axis=-2, workers=_FFT_WORKERS, overwrite_x=True)
+    return sfft.irfft(columns, n=shape[1], axis=-1, workers=_FFT_WORKERS, overwrite_x=True)
+
+
 def _csf_filter(images: np.ndarray, response: np.ndarray) -> np.ndarray:
     """Circular filtering ``real(ifft2(fft2(x) .* H))`` of a stack (..., m, n)."""
     m, n = images.shape[-2:]
     spec = sfft.rfft2(images, workers=_FFT_WORKERS)
-    return sfft.irfft2(spec * response, s=(m, n), workers=_FFT_WORKERS)
+    return _irfft2(spec * response, (m, n))
 
 
 class _SourceCache:
@@ -194,7 +200,7 @@ def _qcb_contrast(filtered: np.ndarray) -> np.ndarray:
         # Separable kernel spectrum: outer product of the 1-D spectra.
         gr = sfft.rfft(g, n=fn)
         gc = sfft.fft(g, n=fm)
-        full = sfft.irfft2(spec * (gc[:, None] * gr[None, :]), s=(fm, fn), workers=_FFT_WORKERS)
+        full = _irfft2(spec * (gc[:, None] * gr[None, :]), (fm, fn))
         # The kernel starts at index 0, so output pixel i sits at i + 15.
         out.append(full[..., _QCB_HALF : _QCB_HALF + m, _QCB_HALF : _QCB_HALF + n])
     with np.errstate(divide="ignore", invalid="ignore"):
