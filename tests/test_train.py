@@ -8,6 +8,7 @@ initialised unless a test needs LRRNet's file).
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -96,7 +97,7 @@ def test_config_file_and_overrides(tmp_path):
     assert (cfg.loss.gradient, cfg.loss.ssim, cfg.loss.intensity) == (5.0, 0.25, 1.0)
     assert cfg.data == ["a", "b"] and cfg.head_lr is None
     # the JSON round trip gives the same configuration
-    assert TrainConfig.from_dict(__import__("json").loads(cfg.to_json())) == cfg
+    assert TrainConfig.from_dict(json.loads(cfg.to_json())) == cfg
     with pytest.raises(CausalFuseError, match="unknown configuration key"):
         apply_overrides({}, ["cropp=3"])
     with pytest.raises(CausalFuseError, match="expected an integer"):
@@ -167,7 +168,7 @@ def test_resume_reproduces_an_uninterrupted_run(tiny, tmp_path):
     # config.json beside it equals the configuration in the training state
     state = load_state(tmp_path / "a" / "last.safetensors")
     assert state.step == 4
-    assert state.config == TrainConfig.from_dict(__import__("json").loads((tmp_path / "a" / "config.json").read_text())).to_dict()
+    assert state.config == TrainConfig.from_dict(json.loads((tmp_path / "a" / "config.json").read_text())).to_dict()
     assert "baffm.ir.dictionary" in state.model
     assert "0.exp_avg" in {f"{i}.{k}" for i, s in state.optimizer["state"].items() for k in s}
 
@@ -247,7 +248,7 @@ def test_cli_train_and_errors(tiny, tmp_path, capsys):
             "--steps", "1", "--crop", "16", "--batch", "2", "--no-progress", "--no-baffm",
             "--set", "net.dict_size=3", "--set", "net.dict_dim=4", "--set", "net.d_k=8", "--set", "net.d_f=8"]
     assert cli_main(args) == 0
-    cfg = __import__("json").loads((tmp_path / "run" / "config.json").read_text())
+    cfg = json.loads((tmp_path / "run" / "config.json").read_text())
     assert cfg["net"]["use_baffm"] is False and cfg["crop"] == 16
     assert cli_main(args) == 2
     assert "already holds a training run" in capsys.readouterr().err

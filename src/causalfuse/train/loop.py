@@ -28,7 +28,6 @@ import functools
 import hashlib
 import io as _io
 import math
-import os
 import signal
 import time
 from dataclasses import dataclass, field
