@@ -28,7 +28,7 @@ from causalfuse.models.net import NetConfig
 from causalfuse.train import TrainConfig, train
 from causalfuse.train.config import apply_overrides, config_differences, load_config_file
 from causalfuse.train.loop import batch_indices
-from causalfuse.train.state import load_state, save_state
+from causalfuse.train.state import export_model, load_state, save_state
 
 SMALL_NET = {"dict_size": 3, "dict_dim": 4, "d_k": 8, "d_f": 8}
 
@@ -171,6 +171,11 @@ def test_resume_reproduces_an_uninterrupted_run(tiny, tmp_path):
     assert state.config == TrainConfig.from_dict(json.loads((tmp_path / "a" / "config.json").read_text())).to_dict()
     assert "baffm.ir.dictionary" in state.model
     assert "0.exp_avg" in {f"{i}.{k}" for i, s in state.optimizer["state"].items() for k in s}
+    # a training state exports to the same model checkpoint
+    export_model(tmp_path / "a" / "last.safetensors", tmp_path / "exported.safetensors")
+    we = load_file(str(tmp_path / "exported.safetensors"))
+    assert all(torch.equal(we[k], wa[k]) for k in wa)
+    assert read_metadata(tmp_path / "exported.safetensors")["info"]["budget"]["steps"] == 4
 
 
 def test_head_lr_and_budget_stop(tiny, tmp_path):

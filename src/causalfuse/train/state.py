@@ -30,7 +30,7 @@ from safetensors.torch import load_file, save_file
 from ..errors import CausalFuseError
 from ..io import atomic_path
 
-__all__ = ["STATE_FORMAT", "TrainState", "save_state", "load_state", "read_state_metadata"]
+__all__ = ["STATE_FORMAT", "TrainState", "save_state", "load_state", "read_state_metadata", "export_model"]
 
 STATE_FORMAT = "causalfuse-train-state/1"
 
@@ -139,3 +139,27 @@ def load_state(path: str | os.PathLike) -> TrainState:
         rng=rng,
         dictionary=dictionary,
     )
+
+
+def export_model(state_path: str | os.PathLike, model_path: str | os.PathLike) -> Path:
+    """Write the network of a training-state checkpoint as a model checkpoint.
+
+    For evaluating a run midway, or shipping one that was stopped before its
+    final ``model.safetensors``. ``info`` records the configuration and the step.
+    """
+    from ..checkpoint import save_model
+    from ..models.net import CausalFusionNet, NetConfig
+
+    state = load_state(state_path)
+    net = CausalFusionNet(NetConfig.from_dict(state.config.get("net", {})))
+    try:
+        net.load_state_dict(state.model)
+    except RuntimeError as exc:
+        raise CausalFuseError(f"{state_path}: the network tensors do not fit its configuration ({exc})") from None
+    net.dictionary_provenance = state.dictionary
+    info = {
+        "train_config": state.config,
+        "budget": {"steps": state.step, "wall_seconds": round(state.elapsed, 1), "stopped": "exported from a training state",
+                   "crop": state.config.get("crop"), "batch": state.config.get("batch")},
+    }
+    return save_model(model_path, net, info=info)
