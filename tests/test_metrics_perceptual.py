@@ -56,6 +56,7 @@ def _rows(oracle_dir, metrics):
 # ----------------------------------------------------------- reference values
 
 
+@pytest.mark.slow  # ~25 s of CPU (504 rows x 3 channels), ~13 s on two idle cores
 def test_qcb_qcv_match_every_vifb_reference_row(oracle_dir):
     rows = _rows(oracle_dir, {"Qcb", "Qcv"})
     assert len(rows) == 2 * 21 * 12
