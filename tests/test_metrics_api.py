@@ -129,3 +129,24 @@ def test_constant_images_give_nan_not_exceptions():
     assert math.isnan(out["CC"]) and math.isnan(out["SCD"])
     assert out["EN"] == 0.0 and out["SD"] == 0.0 and out["MI"] == 0.0
     assert out["SSIM"] == pytest.approx(2.0) and out["VIF"] == pytest.approx(1.0)
+
+
+def test_threads_give_the_same_values():
+    f, ir, vi = _colour_triplet()
+    one = compute(f, ir, vi, "all", colour="vifb", threads=1)
+    two = compute(f, ir, vi, "all", colour="vifb", threads=3)
+    assert list(one) == list(two)
+    assert all(one[k] == two[k] or (math.isnan(one[k]) and math.isnan(two[k])) for k in one)
+
+
+def test_source_cache_is_a_pure_speed_up():
+    from causalfuse.metrics._filters import source_cache
+
+    f, ir, vi = _colour_triplet()
+    source_cache.clear()
+    cold = compute(f, ir, vi, ["SSIM", "VIF"], colour="vifb", threads=1)
+    warm = compute(f, ir, vi, ["SSIM", "VIF"], colour="vifb", threads=1)
+    assert cold == warm
+    other = compute(f[::-1].copy(), ir, vi, ["SSIM", "VIF"], colour="vifb", threads=1)  # same sources, other fused
+    source_cache.clear()
+    assert other == compute(f[::-1].copy(), ir, vi, ["SSIM", "VIF"], colour="vifb", threads=1)

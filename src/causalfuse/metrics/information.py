@@ -36,7 +36,7 @@ def _hist_prob(levels: np.ndarray) -> np.ndarray:
 
 def _plogp_sum(p: np.ndarray, log=np.log) -> float:
     nz = p[p > 0]
-    return float(-(nz * log(nz)).sum())
+    return float(-(nz * log(nz)).sum()) + 0.0  # + 0.0: a single bin gives 0.0, not -0.0
 
 
 def _mi_levels(x: np.ndarray) -> np.ndarray:
