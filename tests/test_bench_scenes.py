@@ -108,8 +108,11 @@ def test_scene_bias_statistics():
     # relative to the mean of all methods per image, A loses and B gains on rare scenes
     assert sa.relative_gap < 0 < sb.relative_gap
     assert sa.relative_gap == pytest.approx(-sb.relative_gap)
+    # A does better than the field where training scenes are frequent: positive trend; B the opposite
+    assert sa.frequency_trend > 0.5 and sb.frequency_trend < -0.5
     se = bias.get("A", "err")  # lower is better: best is the smallest error
     assert se.best == (0, 0.0) and se.worst[0] == 1
+    assert math.isnan(se.frequency_trend)  # B has no finite err values, so A's relative score is constant
     assert math.isnan(bias.get("B", "err").rare_mean)
     assert [c["test_images"] for c in bias.clusters] == [2, 2, 1]
 

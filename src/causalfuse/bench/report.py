@@ -547,7 +547,7 @@ def _scene_section(run: RunData, report_dir: Path) -> tuple[str, str]:
         [f"z{c['cluster']}", c["train_count"], f"{100 * c['train_frequency']:.2f}%", c["status"], c["test_images"]]
         for c in sorted(bias.clusters, key=lambda c: -c["train_frequency"])
     ]
-    stats_header = ["method", "metric", "best cluster", "worst cluster", "spread", "rare/absent mean (images)", "common mean", "gap rare − common", "gap vs. all methods"]
+    stats_header = ["method", "metric", "best cluster", "worst cluster", "spread", "rare/absent mean (images)", "common mean", "gap rare − common", "gap vs. all methods", "frequency trend ρ"]
 
     def f(x: float) -> str:
         return "–" if x is None or not math.isfinite(x) else f"{x:.{DIGITS}f}"
@@ -565,17 +565,21 @@ def _scene_section(run: RunData, report_dir: Path) -> tuple[str, str]:
                 f(s.common_mean),
                 f(s.gap),
                 f(s.relative_gap),
+                "–" if not math.isfinite(s.frequency_trend) else f"{s.frequency_trend:+.2f}",
             ]
         )
     rare = [c for c in bias.clusters if c["status"] != "common"]
     intro = (
         f"Every test image (visible) is assigned to the nearest of the N = {n} scene prototypes of the visible "
         f"confounder dictionary. Rare: training frequency below 1/(2N) = {100 / (2 * n):.2f}%; absent: no training image. "
-        f"{len(rare)} of {n} clusters are rare or absent; {sum(c['test_images'] for c in rare)} test images fall in them. "
+        f"{len(rare)} of {n} clusters are rare or absent; {_plural(sum(c['test_images'] for c in rare), 'test image')} fall in them. "
         f"Spread: best minus worst cluster mean (clusters with at least {bias.min_images} test images). "
         "Gap vs. all methods: the rare-minus-common gap of the method's score minus the mean score of all methods on the "
         "same image, which removes how hard each image is (negative for a higher-is-better metric: the method loses "
-        "ground on rare scenes)."
+        "ground on rare scenes). Frequency trend ρ: Spearman correlation over test images between the training "
+        "frequency of the image's cluster and the method's score relative to all methods, oriented so that positive "
+        "means the method does better on scenes the training set shows often (scene bias); it does not depend on the "
+        "rare threshold."
     )
     html_out = (
         "<h2 id=scenes>Scene bias</h2>"
@@ -675,6 +679,10 @@ def write_report(outdir: str | os.PathLike, *, log: Callable[[str], None] | None
     if log:
         log(f"bench: report written to {path} (tables: {out / 'tables.md'}, {out / 'tables.tex'})")
     return path
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
 
 
 def _file_safe(name: str) -> str:

@@ -13,7 +13,12 @@ metric the report gives:
   against the mean over the others, and the gap between them;
 - the same gap for the method's *relative* score (its value minus the mean of
   all methods on the same image), which removes how hard each image is and
-  leaves only how the method itself fares on rare scenes.
+  leaves only how the method itself fares on rare scenes;
+- a graded view that does not depend on the rare threshold (few test images
+  may fall in rare clusters): the Spearman correlation, over test images,
+  between the training frequency of the image's cluster and the method's
+  relative score, oriented so that positive means "does better on scenes the
+  training set shows often", i.e. scene bias.
 
 The assignments are computed once per run (``scenes.csv``,
 ``scene_clusters.csv``); the analysis reads only those CSVs and
@@ -170,6 +175,7 @@ class MethodSceneStats:
     common_mean: float
     rare_images: int
     relative_gap: float  # (rare - common) of the value minus the all-methods mean per image
+    frequency_trend: float = math.nan  # Spearman rho(training frequency, oriented relative score)
 
     @property
     def gap(self) -> float:
@@ -211,6 +217,7 @@ def scene_bias(
     """
     cluster_of = {(r["dataset"], r["image"]): int(r["cluster"]) for r in scenes}
     status = {int(r["cluster"]): r["status"] for r in clusters}
+    frequency = {int(r["cluster"]): float(r["train_frequency"]) for r in clusters}
     test_images: dict[int, int] = {}
     for k in cluster_of.values():
         test_images[k] = test_images.get(k, 0) + 1
@@ -234,6 +241,7 @@ def scene_bias(
         for method in methods:
             per: dict[int, list[float]] = {}
             rare, common, rare_rel, common_rel = [], [], [], []
+            trend_x, trend_y = [], []
             for (m, dataset, image), by_method in table.items():
                 if m != metric or method not in by_method or (dataset, image) not in cluster_of:
                     continue
@@ -242,6 +250,9 @@ def scene_bias(
                 per.setdefault(k, []).append(value)
                 others = [v for v in by_method.values() if not math.isnan(v)]
                 relative = value - float(np.mean(others)) if others else math.nan
+                if math.isfinite(relative) and k in frequency:
+                    trend_x.append(frequency[k])
+                    trend_y.append(relative if hib else -relative)
                 if status.get(k, "common") in ("rare", "absent"):
                     rare.append(value)
                     rare_rel.append(relative)
@@ -268,9 +279,20 @@ def scene_bias(
                     _nanmean(common),
                     len(rare),
                     _nanmean(rare_rel) - _nanmean(common_rel),
+                    _spearman(trend_x, trend_y),
                 )
             )
     return out
+
+
+def _spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    """Spearman's rho (average ranks for ties); NaN for fewer than 3 points or a constant input."""
+    if len(x) < 3 or len(set(x)) < 2 or len(set(y)) < 2:
+        return math.nan
+    from scipy.stats import rankdata
+
+    rx, ry = rankdata(x), rankdata(y)
+    return float(np.corrcoef(rx, ry)[0, 1])
 
 
 def scene_figure(bias: SceneBias, methods: Sequence[str], metrics: Sequence[str], path: str | os.PathLike) -> Path | None:
