@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import multiprocessing
 import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Sequence
@@ -96,6 +97,8 @@ _threads_default: int | None = None
 def _thread_count(threads: int | None) -> int:
     if threads is None:
         threads = _threads_default
+    if threads is None and multiprocessing.parent_process() is not None:
+        threads = 1  # a worker of some process pool: the processes already share the cores
     if threads is None:
         try:
             threads = len(os.sched_getaffinity(0))
@@ -106,10 +109,11 @@ def _thread_count(threads: int | None) -> int:
 
 
 def set_default_threads(threads: int | None) -> None:
-    """Threads :func:`compute` uses by default (None: up to 4, one per core).
+    """Threads :func:`compute` uses by default.
 
-    The folder scorer sets 1 in its worker processes, which already use
-    every core.
+    None (the default): one per core, at most 4, and 1 inside a worker
+    process of a pool (``multiprocessing.parent_process()`` is set), where
+    the processes already use every core.
     """
     global _threads_default
     _threads_default = threads
@@ -159,7 +163,8 @@ def compute(
             (VIFB's per-channel average; see :mod:`causalfuse.metrics._checks`).
         data_range: the value of white for float (or non-uint8/16 integer) input.
         threads: metrics run concurrently in this many threads (default: one
-            per core, at most 4; see :func:`set_default_threads`).
+            per core, at most 4, or 1 in a pool's worker process; see
+            :func:`set_default_threads`).
 
     Returns:
         ``{metric name: value}`` in the order asked. Constant images or zero
