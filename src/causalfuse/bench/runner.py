@@ -536,7 +536,6 @@ def run_bench(
     from tqdm.auto import tqdm
 
     from ..metrics import get_metric
-    from ..models.registry import create_method
 
     log = log or (lambda msg: print(msg, file=sys.stderr))
     start_run = time.perf_counter()
@@ -557,7 +556,8 @@ def run_bench(
         ({"dataset": d, "image": p.name, "ir": str(Path(p.ir).resolve()), "vi": str(Path(p.vi).resolve())} for d, ps in datasets.items() for p in ps),
     )
 
-    # 1. Fused images: one method at a time, so each model is loaded once.
+    # 1. Fused images, dataset by dataset (so an interrupted run has every method
+    #    on the first datasets); each method is created once and kept.
     timing_rows = read_csv(outdir / "timing.csv", TIMING_FIELDS)
     timed = {(r["dataset"], r["image"], r["method"]) for r in timing_rows}
     method_rows: dict[str, dict[str, Any]] = {r["method"]: r for r in read_csv(outdir / "methods.csv", ("method",))}
@@ -589,60 +589,28 @@ def run_bench(
             shown = ", ".join(names[:10]) + (f", ... ({len(names) - 10} more)" if len(names) > 10 else "")
             log(f"warning: external {method!r} lacks {len(names)} of {len(datasets[dataset])} {dataset} images: {shown}")
 
+    # 1-2. Dataset by dataset: fuse with every method, then score, so an
+    #      interrupted run already has complete tables for the first datasets.
+    #      Each method is created once and kept.
     failed: set[tuple[str, str, str]] = set()
-    if to_fuse:
-        bar = tqdm(total=len(to_fuse), desc="fusing", unit="img", disable=not progress, dynamic_ncols=True)
-        try:
-            current: MethodSpec | None = None
-            fn: Callable | None = None
-            for spec, dataset, pair, target in to_fuse:
-                bar.set_postfix_str(f"{spec.label} {dataset}/{pair.name}")
-                if spec is not current:
-                    current, fn = spec, None
-                    try:
-                        options: dict[str, Any] = {}
-                        if spec.kind != "classical":
-                            options = {"weights": spec.weights, "device": config.device}
-                        fn = create_method(spec.method, **options)  # type: ignore[arg-type]
-                        row = method_rows.setdefault(spec.label, {"method": spec.label})
-                        row["parameters"] = _count_parameters(fn)
-                    except Exception as exc:  # noqa: BLE001 - reported, other methods continue
-                        summary.errors.append(_error(dataset, "*", spec.label, "load", exc))
-                        log(f"error: method {spec.label} could not be created: {exc}")
-                if fn is None:
-                    failed.add((dataset, pair.name, spec.label))
-                    bar.update(1)
-                    continue
-                try:
-                    image, ms = _fuse_one(fn, pair)
-                    from ..io import write_image
-
-                    write_image(target, image)
-                    summary.fused += 1
-                    if (dataset, pair.name, spec.label) not in timed:
-                        timing_rows.append({"dataset": dataset, "image": pair.name, "method": spec.label, "ms": f"{ms:.3f}"})
-                        timed.add((dataset, pair.name, spec.label))
-                except Exception as exc:  # noqa: BLE001 - one failing image must not stop the run
-                    summary.errors.append(_error(dataset, pair.name, spec.label, "fuse", exc))
-                    failed.add((dataset, pair.name, spec.label))
-                bar.update(1)
-        finally:
-            bar.close()
-            write_csv(outdir / "timing.csv", TIMING_FIELDS, timing_rows)
-
-    # 2. Scores: only the (image, method) pairs with a metric not in results.csv yet.
+    created: dict[str, Callable | None] = {}
     store = _ResultStore(outdir / "results.csv")
-    tasks = []
-    for job in jobs:
-        key = (job.dataset, job.pair.name, job.method.label)
-        if job.fused is None or key in failed or not job.fused.is_file():
-            continue
-        todo = [m for m in config.metrics if (*key, m) not in store.done]
-        if todo:
-            tasks.append((key, job.fused, job.pair.ir, job.pair.vi, todo, config.colour))
     try:
-        if tasks:
-            bar = tqdm(total=len(tasks), desc="scoring", unit="img", disable=not progress, dynamic_ncols=True)
+        for dataset in datasets:
+            items = [item for item in to_fuse if item[1] == dataset]
+            _fuse_items(items, created, config, summary, failed, timing_rows, timed, method_rows, progress, log, dataset)
+            write_csv(outdir / "timing.csv", TIMING_FIELDS, timing_rows)
+            tasks = []
+            for job in jobs:
+                key = (job.dataset, job.pair.name, job.method.label)
+                if job.dataset != dataset or job.fused is None or key in failed or not job.fused.is_file():
+                    continue
+                todo = [m for m in config.metrics if (*key, m) not in store.done]
+                if todo:
+                    tasks.append((key, job.fused, job.pair.ir, job.pair.vi, todo, config.colour))
+            if not tasks:
+                continue
+            bar = tqdm(total=len(tasks), desc=f"scoring {dataset}", unit="img", disable=not progress, dynamic_ncols=True)
             try:
                 for key, values, error in _map_tasks(_score_task, tasks, config.jobs):
                     if error is not None:
@@ -655,6 +623,7 @@ def run_bench(
                 bar.close()
     finally:
         store.flush()
+        write_csv(outdir / "timing.csv", TIMING_FIELDS, timing_rows)
 
     # 3. Scene assignments for the scene-bias report.
     if config.dictionary is not None:
@@ -673,6 +642,62 @@ def run_bench(
 
         write_report(outdir, log=log)
     return summary
+
+
+def _fuse_items(
+    items: list,
+    created: dict[str, Callable | None],
+    config: BenchConfig,
+    summary: BenchSummary,
+    failed: set,
+    timing_rows: list,
+    timed: set,
+    method_rows: dict,
+    progress: bool,
+    log: Callable[[str], None],
+    dataset: str,
+) -> None:
+    """Fuse ``items`` (spec, dataset, pair, target), recording failures and timings."""
+    from tqdm.auto import tqdm
+
+    from ..io import write_image
+    from ..models.registry import create_method
+
+    if not items:
+        return
+    bar = tqdm(total=len(items), desc=f"fusing {dataset}", unit="img", disable=not progress, dynamic_ncols=True)
+    try:
+        for spec, dataset, pair, target in items:
+            bar.set_postfix_str(f"{spec.label} {pair.name}")
+            if spec.label not in created:
+                created[spec.label] = None
+                try:
+                    options: dict[str, Any] = {}
+                    if spec.kind != "classical":
+                        options = {"weights": spec.weights, "device": config.device}
+                    fn = created[spec.label] = create_method(spec.method, **options)  # type: ignore[arg-type]
+                    method_rows.setdefault(spec.label, {"method": spec.label})["parameters"] = _count_parameters(fn)
+                except Exception as exc:  # noqa: BLE001 - reported, other methods continue
+                    summary.errors.append(_error(dataset, "*", spec.label, "load", exc))
+                    log(f"error: method {spec.label} could not be created: {exc}")
+            fn = created[spec.label]
+            if fn is None:
+                failed.add((dataset, pair.name, spec.label))
+                bar.update(1)
+                continue
+            try:
+                image, ms = _fuse_one(fn, pair)
+                write_image(target, image)
+                summary.fused += 1
+                if (dataset, pair.name, spec.label) not in timed:
+                    timing_rows.append({"dataset": dataset, "image": pair.name, "method": spec.label, "ms": f"{ms:.3f}"})
+                    timed.add((dataset, pair.name, spec.label))
+            except Exception as exc:  # noqa: BLE001 - one failing image must not stop the run
+                summary.errors.append(_error(dataset, pair.name, spec.label, "fuse", exc))
+                failed.add((dataset, pair.name, spec.label))
+            bar.update(1)
+    finally:
+        bar.close()
 
 
 def _map_tasks(fn: Callable, tasks: list, jobs: int) -> Iterable:
