@@ -266,6 +266,15 @@ def _update_pw(
     return _eta(acc, lam.view(1, -1, 1, 1))
 
 
+def _project_pw(z: torch.Tensor, w9: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) x (T, C) -> (B, T, H, W) as per-pixel sums over channels.
+
+    Compiled, this reads z once with all T accumulators in registers and beats
+    the GEMM (whose M = T is too small to be efficient).
+    """
+    return torch.cat([(z * w9[t].view(1, -1, 1, 1)).sum(1, keepdim=True) for t in range(w9.shape[0])], dim=1)
+
+
 def _first_into(out: torch.Tensor, xt: torch.Tensor, w: torch.Tensor, b: torch.Tensor, lam: torch.Tensor) -> None:
     out.copy_(_first_pw(xt, w, b, lam))
 
@@ -344,6 +353,7 @@ class _Kernel:
 _FIRST = _Kernel(_first_into, _first_into_eager)
 _UPDATE = _Kernel(_update_, _update_eager_)
 _MASK = _Kernel(_mask_, _mask_eager_)
+_PROJECT = _Kernel(_project_pw, _project)
 _RESIDUAL_TAPS = _Kernel(_residual_taps_pw, _residual_taps_eager)
 _RESIDUAL_TAPS_BWD = _Kernel(_residual_taps_bwd_pw, _residual_taps_bwd_eager)
 
@@ -369,7 +379,7 @@ class _FusedEncoder(torch.autograd.Function):
         rts = []
         for i in range(0, len(blocks), 4):
             wdz, bdz, wdtz, bdtz = blocks[i : i + 4]
-            p = _project(z, wdz.reshape(c, TAPS).t())
+            p = _PROJECT(z, wdz.reshape(c, TAPS).t(), use_compile=use_compile)
             rt = _RESIDUAL_TAPS(p, x, bdz, use_compile=use_compile)
             rts.append(rt)
             _UPDATE(z, rt, wdtz.reshape(c, TAPS), bdtz, lamz, lam, use_compile=use_compile)
@@ -422,7 +432,7 @@ class _FusedEncoder(torch.autograd.Function):
             g_lamz += torch.dot(gf.reshape(-1), zf.reshape(-1))
             rtf = rts[k].reshape(bsz, TAPS, hw)
             g_wdtz = torch.bmm(gf, rtf.transpose(1, 2)).sum(0)  # (C, 9)
-            d_rt = torch.bmm(wts[k].t().expand(bsz, -1, -1), gf).view(bsz, TAPS, h, wd)
+            d_rt = _PROJECT(g, wts[k].t(), use_compile=uc)
             # through r = x - conv_Wdz(z): one-channel and 9-channel maps
             d_r, d_p = _RESIDUAL_TAPS_BWD(d_rt, use_compile=uc)
             if g_x is not None:
@@ -445,7 +455,7 @@ class _FusedEncoder(torch.autograd.Function):
         xtf = xt.reshape(bsz, TAPS, hw)
         g_w00 = torch.bmm(gf, xtf.transpose(1, 2)).sum(0)
         if g_x is not None:
-            d_xt = torch.bmm(w0.t().expand(bsz, -1, -1), gf).view(bsz, TAPS, h, wd)
+            d_xt = _PROJECT(g, w0.t(), use_compile=uc)
             g_x += _taps_adjoint_eager(d_xt, x)
         return (
             None,
