@@ -275,3 +275,32 @@ def test_registry_describes_every_metric():
     assert get_metric("ssim").name == "SSIM"
     assert get_metric("CE").higher_is_better is False and get_metric("RMSE").higher_is_better is False
     assert get_metric("SF").colour == "side_by_side" and get_metric("EN").colour == "fused_only"
+
+
+# ---------------------------------------------------------------- oracle small table
+
+# The oracle README's table (original code under Octave, grey images in oracle/vifb/gray).
+SCD_TABLE = {"ADF": 1.3770274670, "CNN": 1.7475009684}
+
+
+@pytest.mark.parametrize("method", sorted(SCD_TABLE))
+def test_scd_matches_oracle_table(method):
+    from causalfuse.io import load_image
+
+    from .conftest import shared_path
+
+    gray = shared_path("oracle", "vifb", "gray")
+    f, ir, vi = (load_image(gray / f"walking_{s}.png").astype(np.float64) for s in (method, "IR", "VI"))
+    assert scd(f, ir, vi) == pytest.approx(SCD_TABLE[method], rel=1e-9)
+
+
+@pytest.mark.parametrize("name", ["carWhite", "running", "walking"])
+def test_grey_conversion_matches_the_oracle_grey_images(name):
+    from causalfuse.io import load_image, rgb2gray_matlab
+
+    from .conftest import shared_path
+
+    root = shared_path("oracle", "vifb")
+    for src, dst in [(f"vi/{name}.jpg", f"gray/{name}_VI.png"), (f"ir/{name}.jpg", f"gray/{name}_IR.png"),
+                     (f"fused/ADF/{name}.jpg", f"gray/{name}_ADF.png")]:  # fmt: skip
+        np.testing.assert_array_equal(rgb2gray_matlab(load_image(root / src)), load_image(root / dst))
