@@ -19,6 +19,9 @@ from causalfuse.metrics.folder import Triplet, score_triplets
 
 from .conftest import shared_path
 
+# About 90 s of CPU in all (3,780 values, both colour modes), spread over all cores.
+pytestmark = pytest.mark.slow
+
 REL_TOL = 1e-4
 ABS_TOL = 1e-6
 # The reference file's columns that are not a VIFB metric name.
