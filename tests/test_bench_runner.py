@@ -115,6 +115,10 @@ def test_adding_a_method_keeps_the_others(tmp_path, ds):
     run_bench(config({"set1": ds}), out, progress=False, report=False, log=lambda m: None)
     summary = run_bench(config({"set1": ds}, methods=("average", "max-abs", "dwt")), out, progress=False, report=False, log=lambda m: None)
     assert summary.fused == 2 and summary.reused == 4 and summary.scored == 2
+    # an interrupted run: the report counts the images not scored yet
+    lines = (out / "results.csv").read_text().splitlines()
+    (out / "results.csv").write_text("\n".join(line for line in lines if not line.startswith("set1,b2,dwt,")) + "\n")
+    assert image_counts(load_run(out))[("set1", "dwt")] == (1, 2, 0, 0, 1)
 
 
 def test_another_configuration_is_refused_unless_overwrite(tmp_path, ds):
@@ -139,7 +143,7 @@ def test_a_failing_image_is_reported_and_the_rest_continue(tmp_path, ds):
     assert "deliberate failure" in read_csv(out / "errors.csv", runner.ERROR_FIELDS)[0]["message"]
     assert any("1 failures" in m for m in msgs) and any("deliberate failure" in m for m in msgs)
     run = load_run(out)
-    assert image_counts(run)[("set1", "test-fails-on-b2")] == (1, 2, 0, 1)
+    assert image_counts(run)[("set1", "test-fails-on-b2")] == (1, 2, 0, 1, 0)
     assert "1 (1 failed)" in (out / "tables.md").read_text()
     # the failed image is tried again on the next run
     _failing.bad_pixel = -1.0

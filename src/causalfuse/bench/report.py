@@ -160,8 +160,12 @@ def _rank(cells: Sequence[Cell | None], higher_is_better: bool) -> None:
             c.rank = position if position < 2 else None
 
 
-def image_counts(run: RunData) -> dict[tuple[str, str], tuple[int, int, int, int]]:
-    """(dataset, method) -> (scored, expected, missing, failed) image counts."""
+def image_counts(run: RunData) -> dict[tuple[str, str], tuple[int, int, int, int, int]]:
+    """(dataset, method) -> (scored, expected, missing, failed, not run) image counts.
+
+    Failed images are those in errors.csv; "not run" are the others without a
+    score (an interrupted run).
+    """
     expected: dict[str, int] = {}
     for r in run.pairs:
         expected[r["dataset"]] = expected.get(r["dataset"], 0) + 1
@@ -171,18 +175,24 @@ def image_counts(run: RunData) -> dict[tuple[str, str], tuple[int, int, int, int
     missing: dict[tuple[str, str], int] = {}
     for r in run.missing:
         missing[(r["dataset"], r["method"])] = missing.get((r["dataset"], r["method"]), 0) + 1
+    errors: dict[tuple[str, str], set[str]] = {}
+    for r in run.errors:
+        errors.setdefault((r["dataset"], r["method"]), set()).add(r["image"])
     out = {}
     for d in run.datasets:
         for m in run.method_labels:
-            n = len(scored.get((d, m), ()))
+            done = scored.get((d, m), set())
             miss = missing.get((d, m), 0)
-            out[(d, m)] = (n, expected.get(d, 0), miss, max(0, expected.get(d, 0) - n - miss))
+            unscored = max(0, expected.get(d, 0) - len(done) - miss)
+            failed_images = errors.get((d, m), set())
+            failed = unscored if "*" in failed_images else min(unscored, len(failed_images - done))
+            out[(d, m)] = (len(done), expected.get(d, 0), miss, failed, unscored - failed)
     return out
 
 
-def _count_text(counts: tuple[int, int, int, int]) -> str:
-    n, expected, miss, failed = counts
-    notes = [f"{miss} missing"] * bool(miss) + [f"{failed} failed"] * bool(failed)
+def _count_text(counts: tuple[int, int, int, int, int]) -> str:
+    n, _expected, miss, failed, not_run = counts
+    notes = [f"{miss} missing"] * bool(miss) + [f"{failed} failed"] * bool(failed) + [f"{not_run} not run"] * bool(not_run)
     return f"{n}" + (f" ({', '.join(notes)})" if notes else "")
 
 
