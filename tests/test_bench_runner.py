@@ -14,7 +14,7 @@ from causalfuse.bench.report import image_counts, load_run, summarise
 from causalfuse.bench.runner import BenchConfig, MethodSpec, parse_method_spec, read_csv, run_bench
 from causalfuse.cli import main
 from causalfuse.errors import CausalFuseError
-from causalfuse.models.registry import register_method
+from causalfuse.models import registry
 
 METRICS = ["MI", "SSIM"]
 
@@ -43,17 +43,24 @@ def config(data: dict[str, Path], methods=("average", "max-abs"), **kw) -> Bench
     )
 
 
-@register_method("test-fails-on-b2", description="test helper: fails on the image whose mean is odd", kind="classical")
-def _failing():
-    def fn(ir, vi):
-        if ir.shape == (24, 32) and abs(float(ir[0, 0]) - _failing.bad_pixel) < 1e-6:
+class _Failing:
+    """A test method that fails on the pair whose infrared top-left pixel is ``bad_pixel``."""
+
+    bad_pixel = -1.0
+
+    def __call__(self, ir, vi):
+        if abs(float(ir[0, 0]) - _Failing.bad_pixel) < 1e-6:
             raise RuntimeError("deliberate failure")
         return (ir + vi) / 2
 
-    return fn
 
-
-_failing.bad_pixel = -1.0
+@pytest.fixture
+def failing_method(monkeypatch):
+    # Registered for this test only, so other tests see the real list of methods.
+    info = registry.MethodInfo("test-fails-on-b2", _Failing, "test helper", kind="classical")
+    monkeypatch.setitem(registry._METHODS, "test-fails-on-b2", info)
+    yield _Failing
+    _Failing.bad_pixel = -1.0
 
 
 @pytest.fixture
@@ -134,9 +141,9 @@ def test_another_configuration_is_refused_unless_overwrite(tmp_path, ds):
     assert json.loads((out / "config.json").read_text())["colour"] == "vifb"
 
 
-def test_a_failing_image_is_reported_and_the_rest_continue(tmp_path, ds):
+def test_a_failing_image_is_reported_and_the_rest_continue(tmp_path, ds, failing_method):
     out = tmp_path / "out"
-    _failing.bad_pixel = float(np.asarray(Image.open(ds / "ir" / "b2.png"))[0, 0]) / 255.0
+    failing_method.bad_pixel = float(np.asarray(Image.open(ds / "ir" / "b2.png"))[0, 0]) / 255.0
     msgs: list[str] = []
     summary = run_bench(config({"set1": ds}, methods=("average", "test-fails-on-b2")), out, progress=False, log=quiet(msgs))
     assert [(e["image"], e["method"], e["stage"]) for e in summary.errors] == [("b2", "test-fails-on-b2", "fuse")]
@@ -146,7 +153,7 @@ def test_a_failing_image_is_reported_and_the_rest_continue(tmp_path, ds):
     assert image_counts(run)[("set1", "test-fails-on-b2")] == (1, 2, 0, 1, 0)
     assert "1 (1 failed)" in (out / "tables.md").read_text()
     # the failed image is tried again on the next run
-    _failing.bad_pixel = -1.0
+    failing_method.bad_pixel = -1.0
     summary = run_bench(config({"set1": ds}, methods=("average", "test-fails-on-b2")), out, progress=False, report=False, log=lambda m: None)
     assert summary.fused == 1 and not summary.errors and read_csv(out / "errors.csv", runner.ERROR_FIELDS) == []
 
