@@ -19,6 +19,8 @@ _SIGMA_N_SQ = 0.005 * 255 * 255
 _C = 1e-7
 _SCALE_WEIGHTS = np.array([1.0, 0.0, 0.15, 1.0]) / 2.15
 _WINDOWS = [gaussian_1d(2 ** (5 - s) + 1, (2 ** (5 - s) + 1) / 5.0) for s in range(1, 5)]  # 33, 17, 9, 5
+
+
 def _vid_vind_terms(mu1, e11, e12, mu2, sigma2_sq):
     """Sheikh's VIF terms of one source (ref) against the fused image (dist), with his clipping.
 
