@@ -63,8 +63,13 @@ def _fused_eager_net(state) -> LRRNet:
 
 
 # -- the official reference outputs ------------------------------------------------------------
-@pytest.mark.parametrize("stem", ["8", "11"])
-def test_reproduces_official_reference(stem, official_net):
+@pytest.mark.parametrize(
+    "stem, compiled",
+    [("8", False), ("11", False), pytest.param("11", True, marks=pytest.mark.slow, id="11-compiled")],
+)
+def test_reproduces_official_reference(stem, compiled, official_net, monkeypatch):
+    # The suite runs the eager kernels (conftest); the compiled ones are what users run.
+    monkeypatch.setenv("CAUSALFUSE_COMPILE", "1" if compiled else "0")
     ref = np.load(shared_path("specs", "lrrnet_reference", f"tno21_{stem}.npz"))
     ir = torch.from_numpy(ref["ir"])[None, None]
     vi = torch.from_numpy(ref["vi"])[None, None]
@@ -283,3 +288,21 @@ def test_small_map_kernels_and_their_adjoints(size):
         d_r, d_pp = backward(grad)
         torch.testing.assert_close(d_r, d_x)
         torch.testing.assert_close(d_pp, d_p)
+
+
+@pytest.mark.slow
+def test_compiled_training_path_matches_eager(official_state, monkeypatch):
+    """The compiled kernels of the backward pass (what training runs) against the eager kernels."""
+    monkeypatch.setenv("CAUSALFUSE_COMPILE", "1")
+    gen = torch.Generator().manual_seed(5)
+    x = torch.rand(1, 1, 10, 7, generator=gen)
+    weights = torch.randn(1, 256, 10, 7, generator=gen)
+    grads = []
+    for compiled in (True, False):
+        enc = LRREncoder(compile=compiled)
+        enc.load_official(official_state, prefix="get_ls1.")
+        xi = x.clone().requires_grad_(True)
+        loss = (enc.forward_code(xi) * weights).sum()
+        grads.append(torch.autograd.grad(loss, [xi, *enc.parameters()]))
+    for name, a, b in zip(["input"] + [n for n, _ in enc.named_parameters()], *grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4 * float(b.abs().max()), msg=name)
