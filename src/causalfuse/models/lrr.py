@@ -16,22 +16,29 @@ with ``eta(r, lam) = sign(r) * max(|r| - lam_c, 0)`` and every conv a 3x3
 convolution of the reflection-padded input.
 
 How it is made fast and lean (the results are those of the formulas above, to
-float32 rounding): the cost of a literal implementation is memory traffic on
-the 256-channel full-resolution code Z, not arithmetic. Here
+float32 rounding; ``benchmarks/lrr_plain.py`` is the literal transcription
+they are checked and timed against): the cost of a literal implementation is
+memory traffic on the 256-channel full-resolution code Z, not arithmetic. Here
 
-* the 256 -> 1 conv is a per-pixel projection of Z onto its 9 taps (a GEMM
-  reading Z once) followed by a shifted sum of 9 one-channel maps; reflection
-  padding commutes with the per-pixel projection, so only small maps are
-  padded, never Z;
-* given the 9 shifted copies of the one-channel residual, the block update
-  ``eta(lamz * Z + conv_Wdtz(r))`` is pointwise: one fused kernel (compiled by
-  ``torch.compile`` when it is available, an eager fallback otherwise) reads Z
-  once and writes the new Z;
+* the 256 -> 1 conv is a per-pixel projection of Z onto its 9 taps (one
+  pass over Z) followed by a shifted sum of the 9 small maps; reflection
+  padding commutes with the per-pixel projection, so only one- and
+  nine-channel maps are padded, never Z;
+* given the 9 shifted copies ("taps") of the one-channel residual, the block
+  update ``eta(lamz * Z + conv_Wdtz(r))`` is pointwise: one fused kernel
+  reads Z once and writes the new Z *in place* (a fresh 256-channel buffer
+  costs more in page faults than the arithmetic);
+* the soft threshold is applied inside those kernels, with the threshold
+  broadcast, never expanded;
+* the kernels are compiled with ``torch.compile`` (Inductor) on first use,
+  with dynamic shapes; when compilation is unavailable or fails they fall
+  back, with a warning, to eager kernels doing the same arithmetic
+  (``CAUSALFUSE_COMPILE=0`` forces the eager kernels);
 * for training, the whole encoder is one autograd function that saves only
-  the input and the one-channel residuals of the blocks (plus its output); the
-  backward pass recomputes each block's code from them with the same fused
-  kernels, so no 256-channel intermediate is kept between forward and
-  backward.
+  the input, the taps of the blocks' one-channel residuals and its output;
+  the backward pass recomputes each block's input code from them and uses
+  two code-sized buffers in all, so no 256-channel intermediate is kept
+  between forward and backward (activation checkpointing is built in).
 """
 
 from __future__ import annotations
@@ -603,6 +610,27 @@ class LRRDecoder(nn.Module):
         # n -> 1 conv without a padded copy of the n-channel part
         return conv_to_one(z, layer.conv2d.weight, layer.conv2d.bias)
 
+    def _part_taps(self, z: torch.Tensor, low: ConvLayer, high: ConvLayer, use_compile: bool) -> torch.Tensor:
+        # Both n -> 1 convs of one code [L, S] as one projection of the 2n
+        # channels onto 18 taps (block-diagonal weights): one pass over z.
+        n = low.conv2d.weight.shape[1]
+        w = z.new_zeros(2 * TAPS, 2 * n)
+        w[:TAPS, :n] = low.conv2d.weight.detach().reshape(n, TAPS).t()
+        w[TAPS:, n:] = high.conv2d.weight.detach().reshape(n, TAPS).t()
+        return _PROJECT(z, w, use_compile=use_compile)
+
+    def forward_codes(self, z_ir: torch.Tensor, z_vi: torch.Tensor, *, use_compile: bool = True) -> torch.Tensor:
+        """The fused output from the whole codes [L, S] of both encoders (no autograd; for inference)."""
+        t_ir = self._part_taps(z_ir, self.conv_ReZx, self.conv_ReUx, use_compile)
+        t_vi = self._part_taps(z_vi, self.conv_ReZy, self.conv_ReUy, use_compile)
+
+        def one(taps: torch.Tensor, layer: ConvLayer) -> torch.Tensor:
+            return _shift_sum(taps) + layer.conv2d.bias.detach().view(1, 1, 1, 1)
+
+        low = self.conv_ReL(torch.cat([one(t_ir[:, :TAPS], self.conv_ReZx), one(t_vi[:, :TAPS], self.conv_ReZy)], dim=1))
+        high = self.conv_ReH(torch.cat([one(t_ir[:, TAPS:], self.conv_ReUx), one(t_vi[:, TAPS:], self.conv_ReUy)], dim=1))
+        return low + high
+
     def forward(self, l_ir: torch.Tensor, s_ir: torch.Tensor, l_vi: torch.Tensor, s_vi: torch.Tensor) -> torch.Tensor:
         low = self.conv_ReL(torch.cat([self._to_one(self.conv_ReZx, l_ir), self._to_one(self.conv_ReZy, l_vi)], dim=1))
         high = self.conv_ReH(torch.cat([self._to_one(self.conv_ReUx, s_ir), self._to_one(self.conv_ReUy, s_vi)], dim=1))
@@ -625,6 +653,10 @@ class LRRNet(nn.Module):
     def forward(self, ir: torch.Tensor, vi: torch.Tensor) -> torch.Tensor:
         if ir.shape != vi.shape:
             raise CausalFuseError(f"infrared and visible inputs differ in shape: {tuple(ir.shape)} vs {tuple(vi.shape)}")
+        if not torch.is_grad_enabled() and self.encoder_ir.fused:
+            z_ir = self.encoder_ir.forward_code(ir)
+            z_vi = self.encoder_vi.forward_code(vi)
+            return self.decoder.forward_codes(z_ir, z_vi, use_compile=self.encoder_ir.compile)
         l_ir, s_ir = self.encoder_ir(ir)
         l_vi, s_vi = self.encoder_vi(vi)
         return self.decoder(l_ir, s_ir, l_vi, s_vi)
