@@ -309,3 +309,19 @@ def test_compiled_training_path_matches_eager(official_state, monkeypatch):
         grads.append(torch.autograd.grad(loss, [xi, *enc.parameters()]))
     for name, a, b in zip(["input"] + [n for n, _ in enc.named_parameters()], *grads):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4 * float(b.abs().max()), msg=name)
+
+
+def test_whole_network_gradients_match_plain(official_state, plain_net):
+    """LRRNet trained end to end (fused encoders, one-pass decoder taps) against the transcription, float64."""
+    net = _fused_eager_net(official_state).double()
+    plain = _plain_module().PlainLRRNet()
+    plain.load_state_dict(official_state)
+    plain = plain.double()
+    gen = torch.Generator().manual_seed(6)
+    ir = torch.rand(2, 1, 9, 7, generator=gen, dtype=torch.float64)
+    vi = torch.rand(2, 1, 9, 7, generator=gen, dtype=torch.float64)
+    ours = torch.autograd.grad(net(ir, vi).square().sum(), list(net.parameters()))
+    ref = torch.autograd.grad(plain(ir, vi).square().sum(), list(plain.parameters()))
+    assert len(ours) == len(ref) == 2 * 20 + 12
+    for (name, _), a, b in zip(plain.named_parameters(), ours, ref):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9 * float(b.abs().max()), msg=name)

@@ -564,6 +564,7 @@ class LRREncoder(nn.Module):
     def forward_code(self, x: torch.Tensor) -> torch.Tensor:
         """The whole code Z = [L, S] (B, 2n, H, W)."""
         _check_image_batch(x, "LRR encoder input")
+        x = x.contiguous()  # one channel: cheap, and one compiled kernel for tiles cut from larger images
         if self.fused:
             params: list[torch.Tensor] = [self.lamj, self.lamz, self.conv_W00.conv2d.weight, self.conv_W00.conv2d.bias]
             for block in self.lrr_blocks():
@@ -610,22 +611,27 @@ class LRRDecoder(nn.Module):
         # n -> 1 conv without a padded copy of the n-channel part
         return conv_to_one(z, layer.conv2d.weight, layer.conv2d.bias)
 
-    def _part_taps(self, z: torch.Tensor, low: ConvLayer, high: ConvLayer, use_compile: bool) -> torch.Tensor:
+    @staticmethod
+    def _part_taps(z: torch.Tensor, low: ConvLayer, high: ConvLayer, use_compile: bool) -> torch.Tensor:
         # Both n -> 1 convs of one code [L, S] as one projection of the 2n
-        # channels onto 18 taps (block-diagonal weights): one pass over z.
+        # channels onto 18 taps (block-diagonal weights): one pass over z,
+        # and in training one code-sized gradient instead of two slices'.
         n = low.conv2d.weight.shape[1]
-        w = z.new_zeros(2 * TAPS, 2 * n)
-        w[:TAPS, :n] = low.conv2d.weight.detach().reshape(n, TAPS).t()
-        w[TAPS:, n:] = high.conv2d.weight.detach().reshape(n, TAPS).t()
+        w_low = low.conv2d.weight.reshape(n, TAPS).t()
+        w_high = high.conv2d.weight.reshape(n, TAPS).t()
+        zeros = w_low.new_zeros(TAPS, n)
+        w = torch.cat([torch.cat([w_low, zeros], dim=1), torch.cat([zeros, w_high], dim=1)], dim=0).to(z.dtype)
+        if torch.is_grad_enabled() and (z.requires_grad or w.requires_grad):
+            return _project(z, w)
         return _PROJECT(z, w, use_compile=use_compile)
 
     def forward_codes(self, z_ir: torch.Tensor, z_vi: torch.Tensor, *, use_compile: bool = True) -> torch.Tensor:
-        """The fused output from the whole codes [L, S] of both encoders (no autograd; for inference)."""
+        """The fused output from the whole codes [L, S] (B, 2n, H, W) of both encoders."""
         t_ir = self._part_taps(z_ir, self.conv_ReZx, self.conv_ReUx, use_compile)
         t_vi = self._part_taps(z_vi, self.conv_ReZy, self.conv_ReUy, use_compile)
 
         def one(taps: torch.Tensor, layer: ConvLayer) -> torch.Tensor:
-            return _shift_sum(taps) + layer.conv2d.bias.detach().view(1, 1, 1, 1)
+            return _shift_sum(taps) + layer.conv2d.bias.view(1, 1, 1, 1)
 
         low = self.conv_ReL(torch.cat([one(t_ir[:, :TAPS], self.conv_ReZx), one(t_vi[:, :TAPS], self.conv_ReZy)], dim=1))
         high = self.conv_ReH(torch.cat([one(t_ir[:, TAPS:], self.conv_ReUx), one(t_vi[:, TAPS:], self.conv_ReUy)], dim=1))
@@ -653,7 +659,7 @@ class LRRNet(nn.Module):
     def forward(self, ir: torch.Tensor, vi: torch.Tensor) -> torch.Tensor:
         if ir.shape != vi.shape:
             raise CausalFuseError(f"infrared and visible inputs differ in shape: {tuple(ir.shape)} vs {tuple(vi.shape)}")
-        if not torch.is_grad_enabled() and self.encoder_ir.fused:
+        if self.encoder_ir.fused:
             z_ir = self.encoder_ir.forward_code(ir)
             z_vi = self.encoder_vi.forward_code(vi)
             return self.decoder.forward_codes(z_ir, z_vi, use_compile=self.encoder_ir.compile)
