@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torch.nn import functional as F
 
 from causalfuse.errors import CausalFuseError
 from causalfuse.models.lrr import (
@@ -325,3 +326,17 @@ def test_whole_network_gradients_match_plain(official_state, plain_net):
     assert len(ours) == len(ref) == 2 * 20 + 12
     for (name, _), a, b in zip(plain.named_parameters(), ours, ref):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9 * float(b.abs().max()), msg=name)
+
+
+def test_project_channels_equals_1x1_conv():
+    from causalfuse.models.lrr import project_channels
+
+    gen = torch.Generator().manual_seed(7)
+    z = torch.randn(2, 16, 5, 3, generator=gen, dtype=torch.float64)
+    w = torch.randn(9, 16, generator=gen, dtype=torch.float64, requires_grad=True)
+    ref = F.conv2d(z, w.view(9, 16, 1, 1))
+    with torch.no_grad():
+        torch.testing.assert_close(project_channels(z, w), ref)
+    out = project_channels(z, w)
+    assert out.requires_grad
+    torch.testing.assert_close(torch.autograd.grad(out.sum(), w)[0], torch.autograd.grad(ref.sum(), w)[0])

@@ -69,6 +69,7 @@ __all__ = [
     "lrrnet_postprocess",
     "lrrnet_fuse_gray",
     "compile_available",
+    "project_channels",
 ]
 
 N_CHANNELS = 128  # n of the published model; the code Z has 2n channels
@@ -363,6 +364,26 @@ _MASK = _Kernel(_mask_, _mask_eager_)
 _PROJECT = _Kernel(_project_pw, _project)
 _RESIDUAL_TAPS = _Kernel(_residual_taps_pw, _residual_taps_eager)
 _RESIDUAL_TAPS_BWD = _Kernel(_residual_taps_bwd_pw, _residual_taps_bwd_eager)
+
+
+def project_channels(z: torch.Tensor, weight: torch.Tensor, *, compile: bool = True) -> torch.Tensor:
+    """A per-pixel linear map (a 1x1 conv without bias) in one pass over a wide code.
+
+    Much faster on the CPU than ``F.conv2d`` with a (T, C, 1, 1) weight when T
+    is small (e.g. the 9 taps of a C -> 1 3x3 conv): at 480 x 640 x 256 the
+    compiled kernel reads z at close to memory speed.
+
+    Args:
+        z: (B, C, H, W). weight: (T, C).
+        compile: use the compiled kernel when no gradient is needed.
+
+    Returns:
+        (B, T, H, W); differentiable (a batched GEMM) when grad mode is on.
+    """
+    weight = weight.to(z.dtype)
+    if torch.is_grad_enabled() and (z.requires_grad or weight.requires_grad):
+        return _project(z, weight)
+    return _PROJECT(z, weight, use_compile=compile)
 
 
 # ---------------------------------------------------------------------------
