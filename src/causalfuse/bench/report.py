@@ -579,10 +579,11 @@ def _scene_section(run: RunData, report_dir: Path) -> tuple[str, str]:
             ]
         )
     rare = [c for c in bias.clusters if c["status"] != "common"]
+    n_rare_images = sum(c["test_images"] for c in rare)
     intro = (
         f"Every test image (visible) is assigned to the nearest of the N = {n} scene prototypes of the visible "
         f"confounder dictionary. Rare: training frequency below 1/(2N) = {100 / (2 * n):.2f}%; absent: no training image. "
-        f"{len(rare)} of {n} clusters are rare or absent; {_plural(sum(c['test_images'] for c in rare), 'test image')} fall in them. "
+        f"{len(rare)} of {n} clusters are rare or absent; {_plural(n_rare_images, 'test image')} {'falls' if n_rare_images == 1 else 'fall'} in them. "
         f"Spread: best minus worst cluster mean (clusters with at least {bias.min_images} test images). "
         "Gap vs. all methods: the rare-minus-common gap of the method's score minus the mean score of all methods on the "
         "same image, which removes how hard each image is (negative for a higher-is-better metric: the method loses "
