@@ -46,20 +46,31 @@ def save_model(path: str | os.PathLike, net: "torch.nn.Module", *, info: dict[st
     return path
 
 
-def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
-    """The decoded metadata of a checkpoint: format, config, dictionary, info."""
+def read_safetensors_metadata(path: str | os.PathLike, *, expect_format: str, what: str, missing: str) -> dict[str, str]:
+    """The raw string metadata of a safetensors file whose ``format`` must be ``expect_format``.
+
+    Args:
+        what: what the file should be, for messages ("causalfuse model checkpoint").
+        missing: the message for a missing file ("no such checkpoint file").
+    """
     from safetensors import safe_open
 
     path = Path(path)
     if not path.is_file():
-        raise CausalFuseError(f"{path}: no such checkpoint file")
+        raise CausalFuseError(f"{path}: {missing}")
     try:
         with safe_open(str(path), framework="pt") as f:
             raw = f.metadata() or {}
     except (SafetensorError, OSError, ValueError) as exc:
         raise CausalFuseError(f"{path}: not a readable safetensors checkpoint (corrupted or another format: {exc})") from None
-    if raw.get("format") != FORMAT:
-        raise CausalFuseError(f"{path}: not a causalfuse model checkpoint (format {raw.get('format')!r}, expected {FORMAT!r})")
+    if raw.get("format") != expect_format:
+        raise CausalFuseError(f"{path}: not a {what} (format {raw.get('format')!r}, expected {expect_format!r})")
+    return raw
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The decoded metadata of a checkpoint: format, config, dictionary, info."""
+    raw = read_safetensors_metadata(path, expect_format=FORMAT, what="causalfuse model checkpoint", missing="no such checkpoint file")
     try:
         return {
             "format": raw["format"],

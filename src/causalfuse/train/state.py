@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..errors import CausalFuseError
@@ -86,18 +86,11 @@ def save_state(
 
 
 def read_state_metadata(path: str | os.PathLike) -> dict[str, str]:
-    path = Path(path)
-    if not path.is_file():
-        raise CausalFuseError(f"{path}: no training-state checkpoint to resume from")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CausalFuseError(f"{path}: not a readable safetensors checkpoint (corrupted or another format: {exc})") from None
-    if meta.get("format") != STATE_FORMAT:
-        raise CausalFuseError(
-            f"{path}: not a causalfuse training-state checkpoint (format {meta.get('format')!r}, expected {STATE_FORMAT!r})"
-        )
+    from ..checkpoint import read_safetensors_metadata
+
+    meta = read_safetensors_metadata(
+        path, expect_format=STATE_FORMAT, what="causalfuse training-state checkpoint", missing="no training-state checkpoint to resume from"
+    )
     return meta
 
 
