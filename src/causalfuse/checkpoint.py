@@ -95,6 +95,7 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu", u
         CausalFuseError: missing, corrupted or foreign file; tensors that do not
             fit the configuration stored with them.
     """
+    from .models.lrr import state_mismatch
     from .models.net import CausalFusionNet, NetConfig
 
     meta = read_metadata(path)
@@ -106,10 +107,7 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu", u
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
         raise CausalFuseError(f"{path}: checkpoint tensors cannot be read (corrupted file: {exc})") from None
-    expected = net.state_dict()
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(tensors) if tuple(expected[k].shape) != tuple(tensors[k].shape))
+    missing, unexpected, wrong = state_mismatch(tensors, {k: tuple(v.shape) for k, v in net.state_dict().items()})
     if missing or unexpected or wrong:
         parts = []
         if missing:
@@ -117,9 +115,7 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu", u
         if unexpected:
             parts.append(f"unexpected {', '.join(unexpected[:5])}")
         if wrong:
-            parts.append(
-                "shape mismatch " + ", ".join(f"{k} {tuple(tensors[k].shape)} vs {tuple(expected[k].shape)}" for k in wrong[:5])
-            )
+            parts.append("shape mismatch " + ", ".join(wrong[:5]))
         raise CausalFuseError(f"{path}: tensors do not match the configuration stored with them ({'; '.join(parts)})")
     net.load_state_dict(tensors)
     net.dictionary_provenance = meta["dictionary"]

@@ -703,10 +703,7 @@ class LRRNet(nn.Module):
 
 
 def _load_strict(module: nn.Module, state: Mapping[str, torch.Tensor], what: str) -> None:
-    own = module.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    wrong = [f"{k} {tuple(state[k].shape)} (expected {tuple(own[k].shape)})" for k in own if k in state and state[k].shape != own[k].shape]
+    missing, unexpected, wrong = state_mismatch(state, {k: tuple(v.shape) for k, v in module.state_dict().items()})
     if missing or unexpected or wrong:
         parts = []
         if missing:
@@ -749,6 +746,25 @@ def _listing(keys: list[str], limit: int = 6) -> str:
     return ", ".join(keys[:limit]) + more
 
 
+def state_mismatch(
+    state: Mapping[str, torch.Tensor], expected: Mapping[str, tuple[int, ...]]
+) -> tuple[list[str], list[str], list[str]]:
+    """Compare a state dict with the expected tensor shapes.
+
+    Returns:
+        (missing keys, unexpected keys, ``"key (got) (expected (want))"`` for
+        wrong shapes), each sorted; all empty when the state fits.
+    """
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = sorted(
+        f"{k} {tuple(state[k].shape)} (expected {tuple(expected[k])})"
+        for k in expected
+        if k in state and tuple(state[k].shape) != tuple(expected[k])
+    )
+    return missing, unexpected, wrong
+
+
 def load_lrrnet_state(path: str | Path) -> dict[str, torch.Tensor]:
     """Read and check LRRNet's published weights file (a PyTorch state dict).
 
@@ -777,9 +793,7 @@ def load_lrrnet_state(path: str | Path) -> dict[str, torch.Tensor]:
     if state and all(str(k).startswith("module.") for k in state):
         state = {str(k)[len("module.") :]: v for k, v in state.items()}
     expected = _official_shapes()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong = sorted(f"{k} {tuple(state[k].shape)} (expected {expected[k]})" for k in expected if k in state and tuple(state[k].shape) != expected[k])
+    missing, unexpected, wrong = state_mismatch(state, expected)
     problems = []
     if missing:
         problems.append(f"{len(missing)} missing keys ({_listing(missing)})")
