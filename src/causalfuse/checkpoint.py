@@ -99,7 +99,8 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu", u
     from .models.net import CausalFusionNet, NetConfig
 
     meta = read_metadata(path)
-    config = NetConfig.from_dict(meta["config"])
+    # Checkpoints written before the option existed used the literal product.
+    config = NetConfig.from_dict({"normalise_expectation": False, **meta["config"]})
     if use_baffm is not None:
         config.use_baffm = use_baffm
     net = CausalFusionNet(config)

@@ -14,6 +14,16 @@ may attend to different scenes), in chunks of pixels so memory stays bounded
 on large images. Because W_g is linear, ``W_g sum_i lambda_i z_i P(z_i)``
 equals ``sum_i lambda_i P(z_i) (W_g z_i)``: the d-dimensional expectation is
 never materialised at full resolution.
+
+The weights ``lambda_i P(z_i)`` sum to 1/N under the uniform prior, so read
+literally the back-door term is N times smaller than a mean of prototypes,
+and because the prototypes are cluster means of PCA-centred features, their
+plain mean is near zero too. Trained that way the term stays about 1/500 of
+``W_h X`` and the module degenerates to the network without it. By default
+(``normalise=True``) the weights are normalised to a distribution,
+``w_i = lambda_i P(z_i) / sum_j lambda_j P(z_j)`` (computed as
+``softmax(logits + log P(z))``), which makes ``E_z[g(z)]`` an expectation in
+the prototypes' own scale; ``normalise=False`` is the literal product.
 """
 
 from __future__ import annotations
@@ -40,6 +50,7 @@ class ConfounderAttention(nn.Module):
             the back-door parameters still exist (same checkpoint format) but
             are frozen.
         chunk: pixels per attention chunk.
+        normalise: normalise lambda_i P(z_i) to sum to 1 (see the module text).
 
     Buffers:
         dictionary (N, d): the fixed prototypes z_i.
@@ -56,10 +67,12 @@ class ConfounderAttention(nn.Module):
         *,
         use_backdoor: bool = True,
         chunk: int = 65536,
+        normalise: bool = True,
     ) -> None:
         super().__init__()
         self.d_k, self.d_f, self.chunk = d_k, d_f, chunk
         self.use_backdoor = use_backdoor
+        self.normalise = normalise
         # W_q and W_h read the same 256-channel map: one conv reads it once.
         self.proj = nn.Conv2d(in_channels, d_k + d_f, kernel_size=1)
         self.key = nn.Linear(dict_dim, d_k)
@@ -84,13 +97,20 @@ class ConfounderAttention(nn.Module):
         if not self.use_backdoor:
             return out
         k = self.key(self.dictionary) / math.sqrt(self.d_k)  # (N, d_k)
-        v = self.value(self.dictionary) * self.prior[:, None]  # (N, d_f): P(z_i) W_g z_i
+        if self.normalise:  # w_i = softmax(logit_i + log P(z_i)), v_i = W_g z_i
+            v = self.value(self.dictionary)
+            log_prior = self.prior.clamp_min(1e-12).log()[None, :, None]
+        else:  # lambda_i times v_i = P(z_i) W_g z_i
+            v = self.value(self.dictionary) * self.prior[:, None]
+            log_prior = None
         q = qh[:, : self.d_k].flatten(2)  # (B, d_k, P)
         parts = []
         for start in range(0, h * w, self.chunk):
             qc = q[:, :, start : start + self.chunk]
-            lam = torch.einsum("bcp,nc->bnp", qc, k).softmax(dim=1)
-            parts.append(torch.einsum("bnp,nf->bfp", lam, v))
+            logits = torch.einsum("bcp,nc->bnp", qc, k)
+            if log_prior is not None:
+                logits = logits + log_prior
+            parts.append(torch.einsum("bnp,nf->bfp", logits.softmax(dim=1), v))
         g = torch.cat(parts, dim=2) if len(parts) > 1 else parts[0]
         return out + g.view(b, self.d_f, h, w)
 
@@ -114,10 +134,12 @@ class BAFFM(nn.Module):
         *,
         use_backdoor: bool = True,
         chunk: int = 65536,
+        normalise: bool = True,
     ) -> None:
         super().__init__()
-        self.ir = ConfounderAttention(in_channels, dict_size, dict_dim, d_k, d_f, use_backdoor=use_backdoor, chunk=chunk)
-        self.vi = ConfounderAttention(in_channels, dict_size, dict_dim, d_k, d_f, use_backdoor=use_backdoor, chunk=chunk)
+        kw = dict(use_backdoor=use_backdoor, chunk=chunk, normalise=normalise)
+        self.ir = ConfounderAttention(in_channels, dict_size, dict_dim, d_k, d_f, **kw)
+        self.vi = ConfounderAttention(in_channels, dict_size, dict_dim, d_k, d_f, **kw)
         self.weights = nn.Conv2d(2 * d_f, 4, kernel_size=1)
         # Start from equal weights for both modalities: the fused code is then
         # the plain average of the two encoders' codes.

@@ -48,6 +48,10 @@ class NetConfig:
         prior: P(z_i): ``uniform`` (1/N, the paper) or ``empirical`` (cluster
             frequencies, for ablation).
         attention_chunk: pixels per attention chunk (bounds memory).
+        normalise_expectation: normalise the back-door weights lambda_i P(z_i)
+            to a distribution (see :mod:`causalfuse.models.baffm`); False is
+            the literal product, which checkpoints written before this option
+            used.
     """
 
     dict_size: int = 25
@@ -57,6 +61,7 @@ class NetConfig:
     use_baffm: bool = True
     prior: Literal["uniform", "empirical"] = "uniform"
     attention_chunk: int = 65536
+    normalise_expectation: bool = True
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -142,6 +147,7 @@ class CausalFusionNet(nn.Module):
             config.d_f,
             use_backdoor=config.use_baffm,
             chunk=config.attention_chunk,
+            normalise=config.normalise_expectation,
         )
         self.reconstruction = Reconstruction(CODE_CHANNELS)
         # Where the dictionaries came from; checked when loading new ones.

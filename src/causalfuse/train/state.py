@@ -107,6 +107,9 @@ def load_state(path: str | os.PathLike) -> TrainState:
         raise CausalFuseError(f"{path}: checkpoint tensors cannot be read (corrupted file: {exc})") from None
     try:
         config = json.loads(meta["config"])
+        if isinstance(config.get("net"), dict):
+            # States written before the option existed used the literal product.
+            config["net"].setdefault("normalise_expectation", False)
         step = int(meta["step"])
         elapsed = float(meta["elapsed"])
         groups = json.loads(meta["param_groups"])
