@@ -26,7 +26,8 @@ __all__ = ["TrainConfig", "load_config_file", "apply_overrides", "RESUMABLE_CHAN
 
 #: Fields that may differ between a checkpoint and the run resuming it: they
 #: change how long or where a run goes, not what it computes.
-RESUMABLE_CHANGES = frozenset({"steps", "max_minutes", "checkpoint_every", "log_every", "num_workers", "output", "progress", "device", "threads"})
+#: ``dictionary`` is a path: the resumed run checks the prototypes themselves.
+RESUMABLE_CHANGES = frozenset({"dictionary", "steps", "max_minutes", "checkpoint_every", "log_every", "num_workers", "output", "progress", "device", "threads"})
 
 
 @dataclass

@@ -29,6 +29,7 @@ import hashlib
 import io as _io
 import math
 import signal
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -299,7 +300,10 @@ def _train(cfg: TrainConfig, device: torch.device, info: dist_utils.DistInfo, *,
     start, elapsed_before = 0, 0.0
     if resume:
         state = load_state(state_path)
-        diffs = config_differences(state.config, config_dict)
+        # Data folders compare as real paths: a relative and an absolute
+        # spelling of the same folder is the same run.
+        saved = dict(state.config, data=[os.path.realpath(d) for d in state.config.get("data", [])])
+        diffs = config_differences(saved, dict(config_dict, data=[os.path.realpath(d) for d in config_dict["data"]]))
         if diffs:
             raise CausalFuseError(f"{state_path}: checkpoint of another configuration: " + "; ".join(diffs))
         if cfg.dictionary is not None or cfg.net.use_baffm:
