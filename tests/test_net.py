@@ -160,3 +160,58 @@ def test_lrrnet_initialisation_loads_both_encoders(lrrnet_weights):
     state = load_lrrnet_state(str(lrrnet_weights))
     torch.testing.assert_close(net.encoder_ir.lamj.detach(), state["get_ls1.lamj"])
     torch.testing.assert_close(net.encoder_vi.lamj.detach(), state["get_ls2.lamj"])
+
+
+def _backdoor_by_hand(branch, x, normalise: bool) -> torch.Tensor:
+    """D_m = W_h X + W_g sum_i w_i z_i, written out per pixel."""
+    import math
+
+    qh = branch.proj(x)
+    q, out = qh[:, : branch.d_k], qh[:, branch.d_k :]
+    k = branch.key(branch.dictionary)
+    lam = torch.einsum("bchw,nc->bnhw", q, k).div(math.sqrt(branch.d_k)).softmax(dim=1)
+    w = lam * branch.prior[None, :, None, None]
+    if normalise:
+        w = w / w.sum(dim=1, keepdim=True)
+    expectation = torch.einsum("bnhw,nd->bdhw", w, branch.dictionary)  # sum_i w_i z_i
+    return out + torch.einsum("bdhw,fd->bfhw", expectation, branch.value.weight)
+
+
+@pytest.mark.parametrize("normalise", [True, False])
+@pytest.mark.parametrize("prior", ["uniform", "empirical"])
+def test_backdoor_expectation_matches_its_definition(normalise, prior):
+    torch.manual_seed(0)
+    net = CausalFusionNet(NetConfig(dict_size=5, dict_dim=8, normalise_expectation=normalise, prior=prior))
+    freq = torch.tensor([5.0, 1.0, 2.0, 7.0, 3.0])
+    net.set_dictionaries(torch.randn(5, 8) * 3, torch.randn(5, 8) * 3, ir_frequencies=freq, vi_frequencies=freq)
+    x = torch.randn(2, 256, 6, 7)
+    got = net.baffm.ir(x)
+    assert torch.allclose(got, _backdoor_by_hand(net.baffm.ir, x, normalise), atol=1e-5)
+    # The literal product is the normalised expectation scaled by sum_i lambda_i P(z_i) (1/N when uniform).
+    if normalise and prior == "uniform":
+        net.baffm.ir.normalise = False
+        literal = net.baffm.ir(x)
+        out = net.baffm.ir.proj(x)[:, net.baffm.ir.d_k :]
+        assert torch.allclose(literal - out, (got - out) / 5, atol=1e-6)
+
+
+def test_old_checkpoints_keep_the_literal_product(tmp_path):
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    from causalfuse.checkpoint import load_model, save_model
+
+    net = CausalFusionNet(NetConfig(dict_size=4, dict_dim=6))
+    path = save_model(tmp_path / "new.safetensors", net)
+    assert load_model(path).baffm.ir.normalise is True
+    # A file written before the option existed has no such key in its configuration.
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        meta = dict(f.metadata())
+    config = json.loads(meta["config"])
+    del config["normalise_expectation"]
+    meta["config"] = json.dumps(config)
+    save_file(load_file(str(path)), str(tmp_path / "old.safetensors"), metadata=meta)
+    assert load_model(tmp_path / "old.safetensors").baffm.ir.normalise is False
