@@ -17,6 +17,7 @@ Re-make the tables, figures and HTML report of a run from its CSVs::
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from ..errors import CausalFuseError
@@ -37,6 +38,10 @@ external methods (--external LABEL=DIR, repeatable): a folder of fused images na
 resuming: an OUTDIR of the same configuration is resumed (fused images and rows
   already there are reused; methods, datasets and metrics may be added). One
   where a shared method or dataset means something else is refused unless --overwrite.
+ablations trained on demand (dictionaries built and models trained with the budget given here):
+  --ablation dict-size --ablation baffm --train-data DIR [DIR ...] --train-steps S --lrrnet-weights F
+      builds dict_nN for N in --dict-sizes, trains N20/N25/N30 and N25-noBAFFM for S steps each
+      (128 crops, batch 6; reused or resumed from --ablation-dir) and benches them as columns
 other commands:
   causalfuse bench report OUTDIR   re-make tables, figures and report.html from the CSVs
   causalfuse bench list            list the methods and metrics
@@ -67,6 +72,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--figure-images", type=int, default=4, metavar="K", help="images per dataset in the figure grids")
     parser.add_argument("--zoom", metavar="X,Y,W,H", help="add a zoomed inset of this box (fractions of the image) to the grids")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    g = parser.add_argument_group("ablations trained on demand (see `ablations` below)")
+    g.add_argument("--ablation", action="append", default=[], choices=["dict-size", "baffm"],
+                   help="dict-size: N in --dict-sizes; baffm: with and without BAFFM at N=25 (repeatable)")
+    g.add_argument("--train-data", nargs="+", default=[], metavar="DIR", help="training pairs for the ablation dictionaries and models")
+    g.add_argument("--train-steps", type=int, metavar="S", help="training budget of every ablation model, in steps of batch 6")
+    g.add_argument("--dict-sizes", default="20,25,30", metavar="N,N,...", help="dictionary sizes of the dict-size ablation (default: %(default)s)")
+    g.add_argument("--ablation-dir", metavar="DIR", help="where dictionaries and runs go (default: OUTDIR/ablation); reused and resumed")
+    g.add_argument("--train-threads", type=int, metavar="T", help="torch threads for ablation training (default: torch's)")
 
 
 def _split(text: str) -> list[str]:
@@ -138,7 +151,23 @@ def run(args: argparse.Namespace) -> int:
 
         if not Path(args.lrrnet_weights).is_file():
             raise CausalFuseError(f"--lrrnet-weights {args.lrrnet_weights}: no such file")
-    methods = [parse_method_spec(t, lrrnet_weights=args.lrrnet_weights) for t in _expand_methods(args.methods, args.lrrnet_weights)]
+    method_text = args.methods
+    if args.ablation:
+        from .ablation import AblationPlan, prepare_ablations
+
+        if args.train_steps is None:
+            raise CausalFuseError("--ablation needs a training budget: --train-steps S")
+        try:
+            sizes = [int(v) for v in _split(args.dict_sizes)]
+        except ValueError:
+            raise CausalFuseError(f"--dict-sizes {args.dict_sizes!r}: expected comma-separated integers, e.g. 20,25,30") from None
+        plan = AblationPlan(
+            kinds=list(dict.fromkeys(args.ablation)), train_data=args.train_data, lrrnet_weights=args.lrrnet_weights,
+            steps=args.train_steps, workdir=args.ablation_dir or os.path.join(args.output, "ablation"), dict_sizes=sizes,
+            threads=args.train_threads, device=args.device, progress=not args.no_progress,
+        )
+        method_text = ",".join(t for t in [method_text, *prepare_ablations(plan, log)] if t)
+    methods = [parse_method_spec(t, lrrnet_weights=args.lrrnet_weights) for t in _expand_methods(method_text, args.lrrnet_weights)]
     for text in args.external:
         label, folder = parse_named_folder(text, "--external")
         if label is None:
