@@ -89,8 +89,23 @@ def _run(info: MetricInfo, p: Prepared) -> float:
     return _combine([task() for task in _tasks(info, p)])
 
 
-# Rough relative cost, so that the slow metrics start first when threads share the work.
-_COST = {"MS-SSIM": 10, "VIF": 6, "SSIM": 3, "Qabf": 3, "Nabf": 3, "Qcb": 2, "Qcv": 2, "MI": 1}
+# Relative cost (ms per 630 x 460 channel, one thread), so that the slow
+# metrics start first when threads share the work (longest first).
+_COST = {
+    "MS-SSIM": 65,
+    "VIF": 45,
+    "Qcb": 45,
+    "SSIM": 29,
+    "Qcv": 23,
+    "Nabf": 16,
+    "Qabf": 10,
+    "MI": 4,
+    "CE": 2,
+    "AG": 1.5,
+    "EI": 1.5,
+    "SCD": 1.5,
+    "CC": 1.2,
+}
 _threads_default: int | None = None
 
 

@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["gaussian_1d", "filter2_valid", "SourceCache", "source_cache"]
+__all__ = ["gaussian_1d", "filter2_valid", "filter2_valid_decimated", "SourceCache", "source_cache"]
 
 
 def gaussian_1d(size: int, sigma: float) -> np.ndarray:
@@ -45,6 +45,22 @@ def filter2_valid(images: np.ndarray, g: np.ndarray) -> np.ndarray:
     # ndimage centres the kernel at n // 2; for even n it would shift, but all windows here are odd.
     out = ndimage.correlate1d(images, g, axis=-1, mode="constant")[..., lo : lo + w - n + 1]
     out = ndimage.correlate1d(out, g, axis=-2, mode="constant")[..., lo : lo + h - n + 1, :]
+    return out
+
+
+def filter2_valid_decimated(images: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """``filter2_valid(images, g)[..., ::2, ::2]``, bit for bit, at about 60 % of the cost.
+
+    The column pass is only run on the columns that are kept (each output
+    column depends on its own column of the row-filtered image only).
+    """
+    n = g.size
+    h, w = images.shape[-2:]
+    if h < n or w < n:
+        return filter2_valid(images, g)[..., ::2, ::2]
+    lo = n // 2
+    out = ndimage.correlate1d(images, g, axis=-1, mode="constant")[..., lo : lo + w - n + 1 : 2]
+    out = ndimage.correlate1d(out, g, axis=-2, mode="constant")[..., lo : lo + h - n + 1 : 2, :]
     return out
 
 
