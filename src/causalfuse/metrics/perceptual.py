@@ -200,11 +200,15 @@ def _qcb_contrast(filtered: np.ndarray) -> np.ndarray:
         # Separable kernel spectrum: outer product of the 1-D spectra.
         gr = sfft.rfft(g, n=fn)
         gc = sfft.fft(g, n=fm)
-        full = _irfft2(spec * (gc[:, None] * gr[None, :]), (fm, fn))
-        # The kernel starts at index 0, so output pixel i sits at i + 15.
-        out.append(full[..., _QCB_HALF : _QCB_HALF + m, _QCB_HALF : _QCB_HALF + n])
+        # Inverse transform as in _irfft2, but the row pass only on the m rows
+        # kept: the kernel starts at index 0, so output pixel i sits at i + 15.
+        columns = sfft.ifft(spec * (gc[:, None] * gr[None, :]), axis=-2, workers=_FFT_WORKERS, overwrite_x=True)
+        rows = sfft.irfft(columns[..., _QCB_HALF : _QCB_HALF + m, :], n=fn, axis=-1, workers=_FFT_WORKERS)
+        out.append(rows[..., _QCB_HALF : _QCB_HALF + n])
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.abs(out[0] / out[1] - 1.0)
+        ratio = out[0] / out[1]
+        ratio -= 1.0
+        return np.abs(ratio, out=ratio)
 
 
 def _qcb_contrast_power(stack: np.ndarray) -> tuple[np.ndarray]:
@@ -281,11 +285,19 @@ def _sobel_magnitude_zero_pad(x: np.ndarray) -> np.ndarray:
     """|grad| from ``filter2`` (correlation, zero padding, 'same') with the Sobel pair."""
     p = np.pad(x, [(0, 0)] * (x.ndim - 2) + [(1, 1), (1, 1)])
     # Vertical smoothing [1 2 1] then horizontal difference, and vice versa.
-    sv = p[..., :-2, :] + 2.0 * p[..., 1:-1, :] + p[..., 2:, :]
+    # In place, same operations and order as (a + 2 b) + c (addition commutes exactly).
+    sv = 2.0 * p[..., 1:-1, :]
+    sv += p[..., :-2, :]
+    sv += p[..., 2:, :]
     gx = sv[..., 2:] - sv[..., :-2]
-    sh = p[..., :, :-2] + 2.0 * p[..., :, 1:-1] + p[..., :, 2:]
+    sh = 2.0 * p[..., :, 1:-1]
+    sh += p[..., :, :-2]
+    sh += p[..., :, 2:]
     gy = sh[..., 2:, :] - sh[..., :-2, :]
-    return np.sqrt(gx * gx + gy * gy)
+    gx *= gx
+    gy *= gy
+    gx += gy
+    return np.sqrt(gx, out=gx)
 
 
 def _qcv_csf(stack: np.ndarray) -> np.ndarray:
