@@ -1,6 +1,6 @@
 """How long each metric takes on one colour triplet (630 x 460 and 1280 x 1024).
 
-    python benchmarks/metrics_speed.py [--repeats 7] [--colour gray|vifb|both]
+    python benchmarks/metrics_speed.py [--repeats 7] [--colour gray|vifb|both] [--small-only]
 
 The 630 x 460 triplet is VIFB's ``carLight`` (ADF fusion) from
 ``../shared/oracle/vifb`` when present, else synthetic; the 1280 x 1024 one
@@ -82,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--colour", choices=("gray", "vifb", "both"), default="both")
+    ap.add_argument("--small-only", action="store_true", help="only the 630 x 460 triplet")
     args = ap.parse_args(argv)
 
     from causalfuse.metrics import _run, _thread_count, compute_prepared, get_metric, list_metrics, prepare
@@ -89,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     names = list_metrics()
     colours = ["gray", "vifb"] if args.colour == "both" else [args.colour]
     print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; median of {args.repeats} runs; ms")
-    for label, (f, ir, vi) in _triplets():
+    triplets = _triplets()
+    for label, (f, ir, vi) in triplets[:1] if args.small_only else triplets:
         for colour in colours:
             prep_t = time.perf_counter()
             p = prepare(f, ir, vi, colour)  # type: ignore[arg-type]
