@@ -99,8 +99,7 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu", u
     from .models.net import CausalFusionNet, NetConfig
 
     meta = read_metadata(path)
-    # Checkpoints written before the option existed used the literal product.
-    config = NetConfig.from_dict({"normalise_expectation": False, **meta["config"]})
+    config = NetConfig.from_dict(NetConfig.with_legacy_defaults(meta["config"]))
     if use_baffm is not None:
         config.use_baffm = use_baffm
     net = CausalFusionNet(config)

@@ -73,7 +73,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--zoom", metavar="X,Y,W,H", help="add a zoomed inset of this box (fractions of the image) to the grids")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     g = parser.add_argument_group("ablations trained on demand (see `ablations` below)")
-    g.add_argument("--ablation", action="append", default=[], choices=["dict-size", "baffm"],
+    from .ablation import KINDS
+
+    g.add_argument("--ablation", action="append", default=[], choices=KINDS,
                    help="dict-size: N in --dict-sizes; baffm: with and without BAFFM at N=25 (repeatable)")
     g.add_argument("--train-data", nargs="+", default=[], metavar="DIR", help="training pairs for the ablation dictionaries and models")
     g.add_argument("--train-steps", type=int, metavar="S", help="training budget of every ablation model, in steps of batch 6")

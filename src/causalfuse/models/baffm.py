@@ -97,12 +97,12 @@ class ConfounderAttention(nn.Module):
         if not self.use_backdoor:
             return out
         k = self.key(self.dictionary) / math.sqrt(self.d_k)  # (N, d_k)
-        if self.normalise:  # w_i = softmax(logit_i + log P(z_i)), v_i = W_g z_i
-            v = self.value(self.dictionary)
+        v = self.value(self.dictionary)  # (N, d_f): W_g z_i
+        log_prior = None
+        if self.normalise:  # w_i = softmax(logit_i + log P(z_i))
             log_prior = self.prior.clamp_min(1e-12).log()[None, :, None]
-        else:  # lambda_i times v_i = P(z_i) W_g z_i
-            v = self.value(self.dictionary) * self.prior[:, None]
-            log_prior = None
+        else:  # lambda_i times P(z_i) W_g z_i
+            v = v * self.prior[:, None]
         q = qh[:, : self.d_k].flatten(2)  # (B, d_k, P)
         parts = []
         for start in range(0, h * w, self.chunk):

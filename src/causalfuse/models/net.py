@@ -63,6 +63,15 @@ class NetConfig:
     attention_chunk: int = 65536
     normalise_expectation: bool = True
 
+    #: Values of options added after the first release, for files written
+    #: before them (their configuration has no such key).
+    LEGACY_DEFAULTS = {"normalise_expectation": False}
+
+    @classmethod
+    def with_legacy_defaults(cls, data: dict[str, Any]) -> dict[str, Any]:
+        """A saved configuration with the values older files were computed with filled in."""
+        return {**cls.LEGACY_DEFAULTS, **data}
+
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
 

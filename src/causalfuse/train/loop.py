@@ -28,8 +28,8 @@ import functools
 import hashlib
 import io as _io
 import math
-import signal
 import os
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -108,8 +108,9 @@ def load_state(path: str | os.PathLike) -> TrainState:
     try:
         config = json.loads(meta["config"])
         if isinstance(config.get("net"), dict):
-            # States written before the option existed used the literal product.
-            config["net"].setdefault("normalise_expectation", False)
+            from ..models.net import NetConfig
+
+            config["net"] = NetConfig.with_legacy_defaults(config["net"])
         step = int(meta["step"])
         elapsed = float(meta["elapsed"])
         groups = json.loads(meta["param_groups"])
