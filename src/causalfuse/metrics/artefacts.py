@@ -19,8 +19,9 @@ box and Gaussian filters of image products.
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
 
+from ._filters import filter2_valid
+from ._kernels import mef_ssim_contrast, mef_ssim_sum
 from ._registry import register_metric
 
 __all__ = ["nabf", "ms_ssim"]
@@ -154,26 +155,8 @@ _MEF_WEIGHTS = np.array([0.0448, 0.2856, 0.3001])
 _MEF_WEIGHTS = _MEF_WEIGHTS / _MEF_WEIGHTS.sum()
 _MEF_P_MAX = 10.0
 _MEF_ED_FLOOR = 0.001
-_MEF_STRIP = 48  # output rows per strip
-
-
-def _box_sums_valid(x: np.ndarray, n: int) -> np.ndarray:
-    """Sums over every n x n window fully inside the image, for a stack (..., H, W).
-
-    Exact for the integer (and, after 2 x 2 averaging, dyadic) values this
-    metric sees: every partial sum is representable.
-    """
-    half = n // 2
-    ones = np.ones(n)
-    rows = ndimage.correlate1d(x, ones, axis=-1, mode="constant")[..., half:-half]
-    return ndimage.correlate1d(rows, ones, axis=-2, mode="constant")[..., half:-half, :]
-
-
-def _gaussian_valid(x: np.ndarray, g: np.ndarray) -> np.ndarray:
-    """``filter2(outer(g, g), x, 'valid')`` for a stack (..., H, W), separably (odd len(g))."""
-    half = g.size // 2
-    rows = ndimage.correlate1d(x, g, axis=-1, mode="constant")[..., half:-half]
-    return ndimage.correlate1d(rows, g, axis=-2, mode="constant")[..., half:-half, :]
+_BOX = np.ones(_MEF_WINDOW)
+_MEF_STRIP = 64  # output rows per strip
 
 
 def _downsample(x: np.ndarray) -> np.ndarray:
@@ -202,13 +185,14 @@ def _mef_ssim_scale(sources: np.ndarray, fused: np.ndarray, g: np.ndarray) -> fl
     window. Since var and cov ignore constant offsets, they are sums of the
     sources' Gaussian-window covariances weighted by the per-window
     coefficients: nine filtered image products and five box sums replace the
-    per-window loop.
+    per-window loop (the per-window formula is :func:`._kernels.mef_ssim_sum`).
+    The box sums are exact for the integer (and, after 2 x 2 averaging,
+    dyadic) values this metric sees: every partial sum is representable.
     """
     n = _MEF_WINDOW
     rows_out = fused.shape[0] - n + 1
-    # Strips of output rows keep the nine product maps in cache.
     total = 0.0
-    for start in range(0, rows_out, _MEF_STRIP):
+    for start in range(0, rows_out, _MEF_STRIP):  # strips: the 30 maps stay in cache
         stop = min(start + _MEF_STRIP, rows_out)
         total += _mef_ssim_quality_sum(sources[:, start : stop + n - 1], fused[start : stop + n - 1], g)
     return total / (rows_out * (fused.shape[1] - n + 1))
@@ -216,47 +200,18 @@ def _mef_ssim_scale(sources: np.ndarray, fused: np.ndarray, g: np.ndarray) -> fl
 
 def _mef_ssim_quality_sum(sources: np.ndarray, fused: np.ndarray, g: np.ndarray) -> float:
     """Sum of the MEF-SSIM quality map over the valid windows of a strip."""
-    n = _MEF_WINDOW
-    area = float(n * n)
     x1, x2 = sources
     f = fused
     products = np.stack([x1, x2, x1 * x1, x2 * x2, x1 * x2, f, x1 * f, x2 * f, f * f])
-
-    # Centred sums sum((x_k - mean_k)(x_l - mean_l)) over each box window.
-    s1, s2, q11, q22, q12 = _box_sums_valid(products[:5], n)
-    c11 = np.maximum(q11 - s1 * s1 / area, 0.0)
-    c22 = np.maximum(q22 - s2 * s2 / area, 0.0)
-    c12 = q12 - s1 * s2 / area
-    norm1 = np.sqrt(c11)  # |x_1 - mean_1| over the window
-    norm2 = np.sqrt(c22)
-    ed1 = norm1 + _MEF_ED_FLOOR
-    ed2 = norm2 + _MEF_ED_FLOOR
-
-    # Structure consistency R = |sum_k (x_k - mean_k)| / sum_k |x_k - mean_k|.
-    numerator = np.sqrt(np.maximum(c11 + 2.0 * c12 + c22, 0.0))
-    consistency = (numerator + _EPS) / (norm1 + norm2 + _EPS)
-    consistency[consistency > 1] = 1 - _EPS
-    power = np.minimum(np.tan(np.pi / 2 * consistency), _MEF_P_MAX)
-
+    box = filter2_valid(products[:5], _BOX)
+    gauss = filter2_valid(products, g)
+    contrast = mef_ssim_contrast(box, float(_MEF_WINDOW * _MEF_WINDOW), _MEF_ED_FLOOR, _EPS)
+    c11, c22, c12, ed1, ed2, tan_arg = contrast[:6]
+    power = np.minimum(np.tan(tan_arg), _MEF_P_MAX)
     # (ed / n) ^ p, as exp(p log(ed / n)): the same to ~1e-14, ten times faster.
-    w1 = np.exp(power * np.log(ed1 / n)) + _EPS
-    w2 = np.exp(power * np.log(ed2 / n)) + _EPS
-    total = w1 + w2
-    a1 = (w1 / total) / ed1
-    a2 = (w2 / total) / ed2
-    ref_norm = np.sqrt(np.maximum(a1 * a1 * c11 + 2.0 * a1 * a2 * c12 + a2 * a2 * c22, 0.0))
-    scale = np.divide(np.maximum(ed1, ed2), ref_norm, out=np.ones_like(ref_norm), where=ref_norm > 0)
-    a1 *= scale
-    a2 *= scale
-
-    # Gaussian-window (co)variances.
-    gx1, gx2, gx11, gx22, gx12, gf, gx1f, gx2f, gff = _gaussian_valid(products, g)
-    var_r = a1 * a1 * (gx11 - gx1 * gx1) + 2.0 * a1 * a2 * (gx12 - gx1 * gx2) + a2 * a2 * (gx22 - gx2 * gx2)
-    var_f = gff - gf * gf
-    cov_rf = a1 * (gx1f - gx1 * gf) + a2 * (gx2f - gx2 * gf)
-    c = (_MEF_K * 255.0) ** 2
-    quality = (2.0 * cov_rf + c) / (var_r + var_f + c)
-    return float(quality.sum())
+    w1 = np.exp(power * np.log(ed1 / _MEF_WINDOW)) + _EPS
+    w2 = np.exp(power * np.log(ed2 / _MEF_WINDOW)) + _EPS
+    return mef_ssim_sum(contrast, w1, w2, gauss, (_MEF_K * 255.0) ** 2)
 
 
 @register_metric(

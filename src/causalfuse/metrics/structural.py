@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._filters import filter2_valid, gaussian_1d, source_cache
+from ._kernels import ssim_sum
 from ._registry import register_metric
 
 __all__ = ["ssim", "ssim_single"]
@@ -30,19 +31,11 @@ def _ssim_pair_maps(fused: np.ndarray, sources: list[np.ndarray]) -> list[float]
     filt = filter2_valid(np.stack([f, f * f] + [s * f for s in srcs]), _WINDOW)
     if filt.shape[-1] == 0 or filt.shape[-2] == 0:
         return [float("nan")] * len(srcs)  # image smaller than the window: MATLAB's mean2 of empty is NaN
-    ub = filt[0]
-    ub_sq = ub * ub
-    sigb_sq = filt[1] - ub_sq
+    ub, eb2 = filt[0], filt[1]
     out = []
     for i, s in enumerate(srcs):
         ua, ea2 = source_cache.get_or_compute("ssim", s, _moments)
-        eab = filt[2 + i]
-        ua_sq = ua * ua
-        ua_ub = ua * ub
-        siga_sq = ea2 - ua_sq
-        sigab = eab - ua_ub
-        ssim_map = ((2 * ua_ub + _C1) * (2 * sigab + _C2)) / ((ua_sq + ub_sq + _C1) * (siga_sq + sigb_sq + _C2))
-        out.append(float(ssim_map.mean()))
+        out.append(ssim_sum(ua, ea2, ub, eb2, filt[2 + i], _C1, _C2) / ub.size)
     return out
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._filters import filter2_valid, filter2_valid_decimated, gaussian_1d, source_cache
+from ._kernels import viff_sums
 from ._registry import register_metric
 
 __all__ = ["viff"]
@@ -19,33 +20,6 @@ _SIGMA_N_SQ = 0.005 * 255 * 255
 _C = 1e-7
 _SCALE_WEIGHTS = np.array([1.0, 0.0, 0.15, 1.0]) / 2.15
 _WINDOWS = [gaussian_1d(2 ** (5 - s) + 1, (2 ** (5 - s) + 1) / 5.0) for s in range(1, 5)]  # 33, 17, 9, 5
-
-
-def _vid_vind_terms(mu1, e11, e12, mu2, sigma2_sq):
-    """Sheikh's VIF terms of one source (ref) against the fused image (dist), with his clipping.
-
-    ``sigma2_sq`` is the fused image's local variance, already clipped at 0.
-    Returns the arguments of the logarithms, g^2 sigma1^2 / (sv^2 + sigma_n^2)
-    (VID) and sigma1^2 / sigma_n^2 (VIND), and the gain g, after the original's
-    sequence of clips: flat source (sigma1^2 < 1e-10) -> g = 0, sv^2 = sigma2^2,
-    sigma1^2 = 0; flat fused image -> g = 0, sv^2 = 0; g < 0 -> sv^2 = sigma2^2,
-    g = 0; finally sv^2 >= 1e-10.
-    """
-    sigma1_sq = e11 - mu1 * mu1  # a new array: cached inputs are never written
-    np.maximum(sigma1_sq, 0.0, out=sigma1_sq)
-    sigma12 = e12 - mu1 * mu2
-    g = sigma12 / (sigma1_sq + 1e-10)
-    sv_sq = sigma2_sq - g * sigma12
-    flat1 = sigma1_sq < 1e-10
-    flat2 = sigma2_sq < 1e-10
-    zero_g = flat1 | flat2 | (g < 0)
-    sv_sq = np.where(flat2, 0.0, np.where(zero_g, sigma2_sq, sv_sq))
-    np.maximum(sv_sq, 1e-10, out=sv_sq)
-    g[zero_g] = 0.0
-    sigma1_sq[flat1] = 0.0
-    vid_arg = g * g * sigma1_sq / (sv_sq + _SIGMA_N_SQ)
-    vind_arg = sigma1_sq / _SIGMA_N_SQ
-    return vid_arg, vind_arg, g
 
 
 @register_metric(
@@ -111,12 +85,6 @@ def _viff(fused: np.ndarray, first: np.ndarray, second: np.ndarray) -> float:
         if mu2.size == 0:
             return float("nan")  # smaller than the window: sum of nothing, 0 / 0 in the original
         cross = filter2_valid(np.stack([a * f, b * f]), g)
-        sigma2_sq = e22 - mu2 * mu2
-        np.maximum(sigma2_sq, 0.0, out=sigma2_sq)
-        vid_a, vind_a, g_a = _vid_vind_terms(ca[4 + s], ca[8 + s], cross[0], mu2, sigma2_sq)
-        vid_b, vind_b, g_b = _vid_vind_terms(cb[4 + s], cb[8 + s], cross[1], mu2, sigma2_sq)
-        take_first = g_a < g_b  # the original keeps the second source unless the first has the strictly smaller g
-        vid = np.log10(1 + np.where(take_first, vid_a, vid_b))
-        vind = np.log10(1 + np.where(take_first, vind_a, vind_b))
-        total += _SCALE_WEIGHTS[s] * ((vid + _C).sum() / (vind + _C).sum())
+        vid, vind = viff_sums(ca[4 + s], ca[8 + s], cross[0], cb[4 + s], cb[8 + s], cross[1], mu2, e22, _SIGMA_N_SQ, _C)
+        total += _SCALE_WEIGHTS[s] * (vid / vind)
     return float(total)
