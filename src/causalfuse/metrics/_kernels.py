@@ -8,7 +8,11 @@ formulas. These kernels do the same arithmetic in single passes:
   optionally keeping every second row and column (VIFF's decimation), with a
   ring buffer of row-filtered lines;
 * :func:`ssim_sum`, :func:`viff_sums`, :func:`mef_ssim_sum`: the per-pixel
-  formulas of SSIM, VIFF and MS-SSIM, summed per row and then across rows.
+  formulas of SSIM, VIFF and MS-SSIM, summed per row and then across rows;
+* :func:`mef_ssim_contrast` and :func:`nabf_edges`: the arithmetic halves of
+  MS-SSIM's window weights and of Nabf's edge maps (the transcendental
+  functions stay in NumPy, whose vectorised ``exp``, ``log``, ``tan`` and
+  ``arctan`` are several times faster than scalar calls).
 
 They release the GIL, so the metrics of one triplet run in parallel in
 threads. They are compiled on first use and cached on disk (``cache=True``:
@@ -25,7 +29,7 @@ import math
 import numpy as np
 from numba import njit
 
-__all__ = ["separable_valid", "ssim_sum", "viff_sums", "mef_ssim_contrast", "mef_ssim_sum"]
+__all__ = ["separable_valid", "ssim_sum", "viff_sums", "mef_ssim_contrast", "mef_ssim_sum", "nabf_edges"]
 
 _JIT = dict(nogil=True, cache=True, error_model="numpy")
 
@@ -231,3 +235,65 @@ def mef_ssim_sum(contrast, w1, w2, gauss, c):
             acc += (2.0 * cov_rf + c) / (var_r + var_f + c)
         total += acc
     return total
+
+
+@njit(inline="always", **_JIT)
+def _kumar_edge(p, i, j):
+    """gv, gh and strength of Kumar's Sobel at output pixel (i, j) of a padded image."""
+    left = (p[i, j] + 2.0 * p[i + 1, j]) + p[i + 2, j]
+    right = (p[i, j + 2] + 2.0 * p[i + 1, j + 2]) + p[i + 2, j + 2]
+    gv = (right - left) * 0.125
+    d0 = p[i + 2, j] - p[i, j]
+    d1 = p[i + 2, j + 1] - p[i, j + 1]
+    d2 = p[i + 2, j + 2] - p[i, j + 2]
+    gh = ((d0 + 2.0 * d1) + d2) * 0.125
+    return gv, gh, math.sqrt(gh * gh + gv * gv)
+
+
+@njit(**_JIT)
+def nabf_edges(padded, td, lg, wt_min):
+    """Kumar's Sobel edges of three mirror-padded images (3, H + 2, W + 2): IR, VI, fused.
+
+    Returns the total weight ``sum(w_A + w_B)`` (``w = g^lg`` where ``g >= td``,
+    else ``wt_min``), the number ``k`` of artefact pixels (fused edge stronger
+    than both sources'), and their values (11, >= k): gv and gh of the three
+    images, the three strengths and the two source weights.
+
+    Kumar's ``sobel_fn`` is the correlation with [-1 0 1; -2 0 2; -1 0 1] / 8
+    (gv) and its transpose (gh). The original adds the nine products in
+    MATLAB's ``sum(sum(.))`` order (column sums, then across); since the
+    weights are powers of two, that equals the grouping below bit for bit, so
+    edge strengths that are equal in exact arithmetic (at the mirrored
+    borders, say) compare equal as in the original.
+    """
+    _, hp, wp = padded.shape
+    h = hp - 2
+    w = wp - 2
+    picked = np.empty((11, h * w))
+    count = 0
+    weight = 0.0
+    pa, pb, pf = padded[0], padded[1], padded[2]
+    for i in range(h):
+        row_weight = 0.0
+        for j in range(w):
+            gv_a, gh_a, g_a = _kumar_edge(pa, i, j)
+            gv_b, gh_b, g_b = _kumar_edge(pb, i, j)
+            gv_f, gh_f, g_f = _kumar_edge(pf, i, j)
+            w_a = g_a**lg if g_a >= td else wt_min
+            w_b = g_b**lg if g_b >= td else wt_min
+            row_weight += w_a + w_b
+            if g_f > g_a and g_f > g_b:
+                picked[0, count] = gv_a
+                picked[1, count] = gh_a
+                picked[2, count] = gv_b
+                picked[3, count] = gh_b
+                picked[4, count] = gv_f
+                picked[5, count] = gh_f
+                picked[6, count] = g_a
+                picked[7, count] = g_b
+                picked[8, count] = g_f
+                picked[9, count] = w_a
+                picked[10, count] = w_b
+                count += 1
+        weight += row_weight
+    return weight, count, picked

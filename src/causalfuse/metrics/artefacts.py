@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._filters import filter2_valid
-from ._kernels import mef_ssim_contrast, mef_ssim_sum
+from ._kernels import mef_ssim_contrast, mef_ssim_sum, nabf_edges
 from ._registry import register_metric
 
 __all__ = ["nabf", "ms_ssim"]
@@ -35,36 +35,14 @@ _WT_MIN = 0.001
 _LG = 1.5
 _NRG, _KG, _SIGMAG = 0.9999, 19.0, 0.5
 _NRA, _KA, _SIGMAA = 0.9995, 22.0, 0.5
-_NABF_STRIP = 32  # rows per strip
 
 
-def _kumar_sobel(padded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Kumar's ``sobel_fn`` on images already mirror-extended by one pixel, (..., H + 2, W + 2).
-
-    Returns (gv, gh), each (..., H, W): correlation with
-    [-1 0 1; -2 0 2; -1 0 1] / 8 and with its transpose. The original adds the
-    nine products in MATLAB's ``sum(sum(.))`` order (column sums, then
-    across); since the weights are powers of two, that equals the grouping
-    below bit for bit, so edge strengths that are equal in exact arithmetic
-    (at the mirrored borders, say) compare equal as in the original.
-    """
-    p = padded
-    # gv: (right column - left column) of the [1 2 1]-weighted column sums.
-    smooth = (p[..., :-2, :] + 2.0 * p[..., 1:-1, :]) + p[..., 2:, :]
-    gv = (smooth[..., 2:] - smooth[..., :-2]) * 0.125
-    # gh: [1 2 1]-weighted sum across of the (bottom - top) differences.
-    diff = p[..., 2:, :] - p[..., :-2, :]
-    gh = ((diff[..., :-2] + 2.0 * diff[..., 1:-1]) + diff[..., 2:]) * 0.125
-    return gv, gh
-
-
-def _edge_strength_and_angle(padded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    gv, gh = _kumar_sobel(padded)
-    strength = np.sqrt(gh * gh + gv * gv)
+def _angle(gv: np.ndarray, gh: np.ndarray) -> np.ndarray:
+    """Kumar's orientation atan(gv / gh): +-pi/2 where gh == 0 (MATLAB's x / 0 = +-Inf), 0 where both are."""
     with np.errstate(divide="ignore", invalid="ignore"):
-        angle = np.arctan(gv / gh)  # +-pi/2 where gh == 0 (MATLAB's x / 0 = +-Inf)
+        angle = np.arctan(gv / gh)
     angle[(gv == 0) & (gh == 0)] = 0.0
-    return strength, angle
+    return angle
 
 
 def _edge_preservation(g_src: np.ndarray, a_src: np.ndarray, g_f: np.ndarray, a_f: np.ndarray) -> np.ndarray:
@@ -76,15 +54,6 @@ def _edge_preservation(g_src: np.ndarray, a_src: np.ndarray, g_f: np.ndarray, a_
     q_g = _NRG / (1 + np.exp(-_KG * (g_rel - _SIGMAG)))
     q_a = _NRA / (1 + np.exp(-_KA * (a_rel - _SIGMAA)))
     return np.sqrt(q_g * q_a)
-
-
-def _edge_weights(strength: np.ndarray) -> np.ndarray:
-    """w = g^Lg where g >= Td, else wt_min (on 0-1 images no pixel reaches Td)."""
-    weights = np.full(strength.shape, _WT_MIN)
-    strong = strength >= _TD
-    if strong.any():
-        weights[strong] = strength[strong] ** _LG
-    return weights
 
 
 @register_metric(
@@ -129,20 +98,14 @@ def nabf(fused: np.ndarray, ir: np.ndarray, vi: np.ndarray, *, data_range: float
     images = np.stack([np.asarray(a, dtype=np.float64) for a in (ir, vi, fused)]) / scale
     # Kumar's "periodic extension" mirrors without repeating the edge pixel.
     padded = np.pad(images, [(0, 0), (1, 1), (1, 1)], mode="reflect")
-    loss = 0.0
-    weight = 0.0
-    rows = images.shape[1]
-    for start in range(0, rows, _NABF_STRIP):  # strips keep the maps in cache
-        stop = min(start + _NABF_STRIP, rows)
-        strength, angle = _edge_strength_and_angle(padded[:, start : stop + 2])
-        (g_a, g_b, g_f), (ang_a, ang_b, ang_f) = strength, angle
-        q_af = _edge_preservation(g_a, ang_a, g_f, ang_f)
-        q_bf = _edge_preservation(g_b, ang_b, g_f, ang_f)
-        w_a = _edge_weights(g_a)
-        w_b = _edge_weights(g_b)
-        artefact = (g_f > g_a) & (g_f > g_b)
-        loss += float(np.where(artefact, (1 - q_af) * w_a + (1 - q_bf) * w_b, 0.0).sum())
-        weight += float((w_a + w_b).sum())
+    weight, count, picked = nabf_edges(padded, _TD, _LG, _WT_MIN)
+    # Only pixels where the fused edge is stronger than both sources' add to the
+    # loss: the orientations and preservation sigmoids are computed there alone.
+    gv_a, gh_a, gv_b, gh_b, gv_f, gh_f, g_a, g_b, g_f, w_a, w_b = picked[:, :count]
+    ang_f = _angle(gv_f, gh_f)
+    q_af = _edge_preservation(g_a, _angle(gv_a, gh_a), g_f, ang_f)
+    q_bf = _edge_preservation(g_b, _angle(gv_b, gh_b), g_f, ang_f)
+    loss = float(((1 - q_af) * w_a + (1 - q_bf) * w_b).sum())
     return loss / weight
 
 
