@@ -92,19 +92,19 @@ def _run(info: MetricInfo, p: Prepared) -> float:
 # Relative cost (ms per 630 x 460 channel, one thread), so that the slow
 # metrics start first when threads share the work (longest first).
 _COST = {
-    "MS-SSIM": 65,
-    "VIF": 45,
-    "Qcb": 45,
-    "SSIM": 29,
-    "Qcv": 23,
-    "Nabf": 16,
-    "Qabf": 10,
-    "MI": 4,
-    "CE": 2,
-    "AG": 1.5,
-    "EI": 1.5,
-    "SCD": 1.5,
-    "CC": 1.2,
+    "Qcb": 32,
+    "MS-SSIM": 28,
+    "VIF": 23,
+    "Qcv": 19,
+    "SSIM": 11,
+    "Qabf": 10.5,
+    "Nabf": 10,
+    "MI": 4.4,
+    "CE": 2.1,
+    "EI": 1.6,
+    "AG": 1.4,
+    "SCD": 1.4,
+    "CC": 1.4,
 }
 _threads_default: int | None = None
 
