@@ -6,7 +6,8 @@ formulas. These kernels do the same arithmetic in single passes:
 
 * :func:`separable_valid`: ``filter2(outer(g, g), x, 'valid')`` for a stack,
   optionally keeping every second row and column (VIFF's decimation), with a
-  ring buffer of row-filtered lines;
+  ring buffer of row-filtered lines (:func:`separable_valid_long` adds four
+  taps per pass, which pays for windows of 17 taps and more);
 * :func:`ssim_sum`, :func:`viff_sums`, :func:`mef_ssim_sum`: the per-pixel
   formulas of SSIM, VIFF and MS-SSIM, summed per row and then across rows;
 * :func:`mef_ssim_contrast` and :func:`nabf_edges`: the arithmetic halves of
@@ -29,7 +30,7 @@ import math
 import numpy as np
 from numba import njit
 
-__all__ = ["separable_valid", "ssim_sum", "viff_sums", "mef_ssim_contrast", "mef_ssim_sum", "nabf_edges"]
+__all__ = ["separable_valid", "separable_valid_long", "ssim_sum", "viff_sums", "mef_ssim_contrast", "mef_ssim_sum", "nabf_edges"]
 
 _JIT = dict(nogil=True, cache=True, error_model="numpy")
 
@@ -84,6 +85,68 @@ def separable_valid(x, g, step):
                     tq = ring[(first + q) % n]
                     for j in range(cols_out):
                         o[j] += gq * tq[2 * j]
+    return out
+
+
+@njit(inline="always", **_JIT)
+def _row_pass4(row, g, out, width):
+    n = g.size
+    g0 = g[0]
+    for j in range(width):
+        out[j] = g0 * row[j]
+    q = 1
+    while q + 3 < n:
+        ga, gb, gc, gd = g[q], g[q + 1], g[q + 2], g[q + 3]
+        for j in range(width):
+            out[j] += ((ga * row[j + q] + gb * row[j + q + 1]) + gc * row[j + q + 2]) + gd * row[j + q + 3]
+        q += 4
+    while q < n:
+        gq = g[q]
+        for j in range(width):
+            out[j] += gq * row[j + q]
+        q += 1
+
+
+@njit(**_JIT)
+def separable_valid_long(x, g, step):
+    """:func:`separable_valid` with four taps per pass over a line: faster for long windows (VIFF's 33 and 17)."""
+    depth, h, w = x.shape
+    n = g.size
+    rows_out = (h - n) // step + 1
+    cols_out = (w - n) // step + 1
+    full = w - n + 1
+    out = np.empty((depth, rows_out, cols_out))
+    ring = np.empty((n, full))  # as in separable_valid
+    for k in range(depth):
+        done = -1
+        for i in range(rows_out):
+            first = i * step
+            for r in range(max(done + 1, first), first + n):
+                _row_pass4(x[k, r], g, ring[r % n], full)
+            done = first + n - 1
+            o = out[k, i]
+            t0 = ring[first % n]
+            g0 = g[0]
+            for j in range(cols_out):
+                o[j] = g0 * t0[j * step]
+            q = 1
+            while q + 3 < n:
+                ga, gb, gc, gd = g[q], g[q + 1], g[q + 2], g[q + 3]
+                ta, tb = ring[(first + q) % n], ring[(first + q + 1) % n]
+                tc, td = ring[(first + q + 2) % n], ring[(first + q + 3) % n]
+                if step == 1:
+                    for j in range(cols_out):
+                        o[j] += ((ga * ta[j] + gb * tb[j]) + gc * tc[j]) + gd * td[j]
+                else:
+                    for j in range(cols_out):
+                        o[j] += ((ga * ta[2 * j] + gb * tb[2 * j]) + gc * tc[2 * j]) + gd * td[2 * j]
+                q += 4
+            while q < n:
+                gq = g[q]
+                tq = ring[(first + q) % n]
+                for j in range(cols_out):
+                    o[j] += gq * tq[j * step]
+                q += 1
     return out
 
 
