@@ -30,7 +30,7 @@ import math
 import numpy as np
 from numba import njit
 
-__all__ = ["separable_valid", "separable_valid_long", "ssim_sum", "viff_sums", "mef_ssim_contrast", "mef_ssim_sum", "nabf_edges"]
+__all__ = ["separable_valid", "separable_valid_long", "stretch_round", "qcb_contrast_power", "ssim_sum", "viff_sums", "mef_ssim_contrast", "mef_ssim_sum", "nabf_edges"]
 
 _JIT = dict(nogil=True, cache=True, error_model="numpy")
 
@@ -360,3 +360,29 @@ def nabf_edges(padded, td, lg, wt_min):
                 count += 1
         weight += row_weight
     return weight, count, picked
+
+
+@njit(**_JIT)
+def stretch_round(x, lo, hi):
+    """floor(((x - lo) / (hi - lo)) * 255 + 0.5): Z. Liu's ``normalize1`` with MATLAB's round, for x >= lo."""
+    out = np.empty_like(x)
+    flat_in = x.ravel()
+    flat_out = out.ravel()
+    span = hi - lo
+    for k in range(flat_in.size):
+        flat_out[k] = np.floor(((flat_in[k] - lo) / span) * 255.0 + 0.5)
+    return out
+
+
+@njit(**_JIT)
+def qcb_contrast_power(g1, g2, k, h, z):
+    """Chen-Blum's masked contrast: C = |g1 / g2 - 1|, then k C^3 / (h C^2 + z), elementwise."""
+    out = np.empty_like(g1)
+    a = g1.ravel()
+    b = g2.ravel()
+    flat = out.ravel()
+    for i in range(a.size):
+        c = abs(a[i] / b[i] - 1.0)
+        squared = c * c
+        flat[i] = (k * (squared * c)) / (h * squared + z)
+    return out
