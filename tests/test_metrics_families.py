@@ -175,6 +175,19 @@ def test_compiled_separable_filter_matches_correlate2d(n, shape):
     np.testing.assert_allclose(filter2_valid(view, g), got[2], rtol=0, atol=0)
 
 
+def test_running_box_sums_are_exact_on_dyadic_values():
+    """MS-SSIM's box sums by running sums equal the direct sums bit for bit on its inputs
+    (8-bit levels minus 128, their 2 x 2 averages, and products of those)."""
+    from causalfuse.metrics._kernels import box_sums_valid
+
+    rng = np.random.default_rng(3)
+    for step in (1.0, 0.25, 1.0 / 16):  # scales 1, 2, 3
+        x = rng.integers(0, int(255 / step) + 1, (2, 40, 35)) * step - 128.0
+        stack = np.stack([x[0], x[1], x[0] * x[0], x[1] * x[1], x[0] * x[1]])
+        want = np.stack([_filter2_valid(np.ones((11, 11)), m) for m in stack])
+        assert np.array_equal(box_sums_valid(stack, 11), want)
+
+
 def test_gradient_family_matches_plain_formulas():
     f, _, _ = _triplet((13, 17))
     m, n = f.shape

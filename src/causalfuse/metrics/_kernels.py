@@ -30,7 +30,7 @@ import math
 import numpy as np
 from numba import njit
 
-__all__ = ["separable_valid", "separable_valid_long", "stretch_round", "qcb_contrast_power", "ssim_sum", "viff_sums", "mef_ssim_contrast", "mef_ssim_sum", "nabf_edges"]
+__all__ = ["separable_valid", "separable_valid_long", "box_sums_valid", "stretch_round", "qcb_contrast_power", "ssim_sum", "viff_sums", "mef_ssim_contrast", "mef_ssim_sum", "nabf_edges"]
 
 _JIT = dict(nogil=True, cache=True, error_model="numpy")
 
@@ -385,4 +385,46 @@ def qcb_contrast_power(g1, g2, k, h, z):
         c = abs(a[i] / b[i] - 1.0)
         squared = c * c
         flat[i] = (k * (squared * c)) / (h * squared + z)
+    return out
+
+
+@njit(**_JIT)
+def box_sums_valid(x, n):
+    """Sums over every n x n window inside each image of a stack (K, H, W), by running sums.
+
+    Adding the entering value and subtracting the leaving one is exact only
+    when every partial sum is representable: integers, or values on a
+    coarse dyadic grid (MS-SSIM's 8-bit levels and their 2 x 2 averages).
+    """
+    depth, h, w = x.shape
+    rows_out = h - n + 1
+    cols_out = w - n + 1
+    rows = np.empty((h, cols_out))
+    out = np.empty((depth, rows_out, cols_out))
+    for k in range(depth):
+        for i in range(h):
+            line = x[k, i]
+            s = 0.0
+            for j in range(n):
+                s += line[j]
+            r = rows[i]
+            r[0] = s
+            for j in range(1, cols_out):
+                s += line[j + n - 1] - line[j - 1]
+                r[j] = s
+        o = out[k]
+        o0 = o[0]
+        for j in range(cols_out):
+            o0[j] = rows[0, j]
+        for i in range(1, n):
+            ri = rows[i]
+            for j in range(cols_out):
+                o0[j] += ri[j]
+        for i in range(1, rows_out):
+            prev = o[i - 1]
+            cur = o[i]
+            enter = rows[i + n - 1]
+            leave = rows[i - 1]
+            for j in range(cols_out):
+                cur[j] = prev[j] + (enter[j] - leave[j])
     return out
