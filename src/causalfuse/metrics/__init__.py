@@ -93,13 +93,13 @@ def _run(info: MetricInfo, p: Prepared) -> float:
 # metrics start first when threads share the work (longest first).
 _COST = {
     "Qcb": 32,
-    "MS-SSIM": 28,
-    "VIF": 23,
-    "Qcv": 19,
+    "MS-SSIM": 25,
+    "Qcv": 22,
+    "VIF": 21,
     "SSIM": 11,
-    "Qabf": 10.5,
+    "Qabf": 11,
     "Nabf": 10,
-    "MI": 4.4,
+    "MI": 4.6,
     "CE": 2.1,
     "EI": 1.6,
     "AG": 1.4,
