@@ -172,7 +172,15 @@ def ssim_sum(ua, ea2, ub, eb2, eab, c1, c2):
 
 @njit(inline="always", **_JIT)
 def _vif_terms(mu1, e11, e12, mu2, sigma2_sq, sigma_n_sq):
-    """Sheikh's VIF terms with his clipping, for one pixel (see visual._vid_vind_terms)."""
+    """Sheikh's VIF terms of one source (ref) against the fused image (dist) at one pixel.
+
+    ``sigma2_sq`` is the fused image's local variance, already clipped at 0.
+    Returns the arguments of the logarithms, g^2 sigma1^2 / (sv^2 + sigma_n^2)
+    (VID) and sigma1^2 / sigma_n^2 (VIND), and the gain g, after the original's
+    sequence of clips: flat source (sigma1^2 < 1e-10) -> g = 0, sv^2 = sigma2^2,
+    sigma1^2 = 0; flat fused image -> g = 0, sv^2 = 0; g < 0 -> sv^2 = sigma2^2,
+    g = 0; finally sv^2 >= 1e-10.
+    """
     sigma1_sq = e11 - mu1 * mu1
     if sigma1_sq < 0.0:
         sigma1_sq = 0.0

@@ -37,7 +37,6 @@ from ._registry import register_metric
 __all__ = ["clear_source_cache", "qcb", "qcv"]
 
 
-
 def _fft_workers() -> int:
     """Threads for one FFT: 2 on the main thread of the main process, else 1.
 
