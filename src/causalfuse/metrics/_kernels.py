@@ -8,8 +8,10 @@ formulas. These kernels do the same arithmetic in single passes:
   optionally keeping every second row and column (VIFF's decimation), with a
   ring buffer of row-filtered lines (:func:`separable_valid_long` adds four
   taps per pass, which pays for windows of 17 taps and more);
-* :func:`ssim_sum`, :func:`viff_sums`, :func:`mef_ssim_sum`: the per-pixel
-  formulas of SSIM, VIFF and MS-SSIM, summed per row and then across rows;
+* :func:`ssim_sum` and :func:`mef_ssim_sum`: the per-pixel formulas of
+  SSIM and MS-SSIM, summed per row and then across rows;
+* :func:`viff_arguments`: VIFF's per-pixel gains, Sheikh's clipping and the
+  choice of source;
 * :func:`mef_ssim_contrast` and :func:`nabf_edges`: the arithmetic halves of
   MS-SSIM's window weights and of Nabf's edge maps (the transcendental
   functions stay in NumPy, whose vectorised ``exp``, ``log``, ``tan`` and
@@ -30,7 +32,7 @@ import math
 import numpy as np
 from numba import njit
 
-__all__ = ["separable_valid", "separable_valid_long", "box_sums_valid", "stretch_round", "qcb_contrast_power", "ssim_sum", "viff_sums", "mef_ssim_contrast", "mef_ssim_sum", "nabf_edges"]
+__all__ = ["separable_valid", "separable_valid_long", "box_sums_valid", "stretch_round", "qcb_contrast_power", "ssim_sum", "viff_arguments", "mef_ssim_contrast", "mef_ssim_sum", "nabf_edges"]
 
 _JIT = dict(nogil=True, cache=True, error_model="numpy")
 
@@ -204,14 +206,16 @@ def _vif_terms(mu1, e11, e12, mu2, sigma2_sq, sigma_n_sq):
 
 
 @njit(**_JIT)
-def viff_sums(mu_a, e2_a, cross_a, mu_b, e2_b, cross_b, mu_f, e2_f, sigma_n_sq, c):
-    """One VIFF scale: sum(VID + C) and sum(VIND + C), taking source a where its gain is strictly smaller."""
+def viff_arguments(mu_a, e2_a, cross_a, mu_b, e2_b, cross_b, mu_f, e2_f, sigma_n_sq):
+    """One VIFF scale: the arguments of the VID and VIND logarithms (2, H', W').
+
+    At each pixel the terms of source a are taken where its gain is strictly
+    smaller than source b's, else those of b. The logarithms are left to
+    NumPy (vectorised ``log10``, several times faster than scalar calls).
+    """
     rows, cols = mu_f.shape
-    vid_total = 0.0
-    vind_total = 0.0
+    out = np.empty((2, rows, cols))
     for i in range(rows):
-        vid_acc = 0.0
-        vind_acc = 0.0
         for j in range(cols):
             mu2 = mu_f[i, j]
             sigma2_sq = e2_f[i, j] - mu2 * mu2
@@ -220,14 +224,12 @@ def viff_sums(mu_a, e2_a, cross_a, mu_b, e2_b, cross_b, mu_f, e2_f, sigma_n_sq, 
             vid_a, vind_a, g_a = _vif_terms(mu_a[i, j], e2_a[i, j], cross_a[i, j], mu2, sigma2_sq, sigma_n_sq)
             vid_b, vind_b, g_b = _vif_terms(mu_b[i, j], e2_b[i, j], cross_b[i, j], mu2, sigma2_sq, sigma_n_sq)
             if g_a < g_b:
-                vid_acc += math.log10(1.0 + vid_a) + c
-                vind_acc += math.log10(1.0 + vind_a) + c
+                out[0, i, j] = vid_a
+                out[1, i, j] = vind_a
             else:
-                vid_acc += math.log10(1.0 + vid_b) + c
-                vind_acc += math.log10(1.0 + vind_b) + c
-        vid_total += vid_acc
-        vind_total += vind_acc
-    return vid_total, vind_total
+                out[0, i, j] = vid_b
+                out[1, i, j] = vind_b
+    return out
 
 
 @njit(**_JIT)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._filters import filter2_valid, filter2_valid_decimated, gaussian_1d, source_cache
-from ._kernels import viff_sums
+from ._kernels import viff_arguments
 from ._registry import register_metric
 
 __all__ = ["viff"]
@@ -85,6 +85,8 @@ def _viff(fused: np.ndarray, first: np.ndarray, second: np.ndarray) -> float:
         if mu2.size == 0:
             return float("nan")  # smaller than the window: sum of nothing, 0 / 0 in the original
         cross = filter2_valid(np.stack([a * f, b * f]), g)
-        vid, vind = viff_sums(ca[4 + s], ca[8 + s], cross[0], cb[4 + s], cb[8 + s], cross[1], mu2, e22, _SIGMA_N_SQ, _C)
-        total += _SCALE_WEIGHTS[s] * (vid / vind)
+        args = viff_arguments(ca[4 + s], ca[8 + s], cross[0], cb[4 + s], cb[8 + s], cross[1], mu2, e22, _SIGMA_N_SQ)
+        args += 1.0
+        vid, vind = np.log10(args, out=args)
+        total += _SCALE_WEIGHTS[s] * ((vid + _C).sum() / (vind + _C).sum())
     return float(total)
