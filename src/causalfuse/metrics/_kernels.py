@@ -32,7 +32,7 @@ import math
 import numpy as np
 from numba import njit
 
-__all__ = ["separable_valid", "separable_valid_long", "box_sums_valid", "stretch_round", "qcb_contrast_power", "ssim_sum", "viff_arguments", "mef_ssim_contrast", "mef_ssim_sum", "nabf_edges"]
+__all__ = ["separable_valid", "separable_valid_long", "box_sums_valid", "stretch_round", "qcb_contrast_power", "sobel_power_block_sums", "ssim_sum", "viff_arguments", "mef_ssim_contrast", "mef_ssim_sum", "nabf_edges"]
 
 _JIT = dict(nogil=True, cache=True, error_model="numpy")
 
@@ -437,4 +437,36 @@ def box_sums_valid(x, n):
             leave = rows[i - 1]
             for j in range(cols_out):
                 cur[j] = prev[j] + (enter[j] - leave[j])
+    return out
+
+
+@njit(**_JIT)
+def sobel_power_block_sums(padded, size):
+    """Chen-Varshney saliency: per distinct size x size block, the sum of |grad|^5.
+
+    ``padded``: a stack (K, H + 2, W + 2) zero-padded by one pixel; |grad| is
+    the magnitude of ``filter2`` with the Sobel pair (zero padding, 'same'):
+    [1 2 1] smoothing across the derivative, as (2 b + a) + c, then the
+    difference. Blocks past the image edge are zero-padded (``blkproc``).
+    """
+    depth, hp, wp = padded.shape
+    h = hp - 2
+    w = wp - 2
+    bm = (h + size - 1) // size
+    bn = (w + size - 1) // size
+    out = np.zeros((depth, bm, bn))
+    for k in range(depth):
+        p = padded[k]
+        for i in range(h):
+            bi = i // size
+            for j in range(w):
+                left = (2.0 * p[i + 1, j] + p[i, j]) + p[i + 2, j]
+                right = (2.0 * p[i + 1, j + 2] + p[i, j + 2]) + p[i + 2, j + 2]
+                top = (2.0 * p[i, j + 1] + p[i, j]) + p[i, j + 2]
+                bottom = (2.0 * p[i + 2, j + 1] + p[i + 2, j]) + p[i + 2, j + 2]
+                gx = right - left
+                gy = bottom - top
+                mag = math.sqrt(gx * gx + gy * gy)
+                sq = mag * mag
+                out[k, bi, j // size] += sq * sq * mag
     return out
