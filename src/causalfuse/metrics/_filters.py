@@ -14,7 +14,7 @@ from typing import Callable
 
 import numpy as np
 
-from ._kernels import separable_valid, separable_valid_long
+from ._kernels import separable_valid
 
 __all__ = ["gaussian_1d", "filter2_valid", "filter2_valid_decimated", "SourceCache", "source_cache"]
 
@@ -39,8 +39,8 @@ def _separable(images: np.ndarray, g: np.ndarray, step: int) -> np.ndarray:
         empty = images.shape[:-2] + (max(h - n + 1, 0), max(w - n + 1, 0))
         return np.zeros(empty)[..., ::step, ::step]
     stack = np.ascontiguousarray(images, dtype=np.float64).reshape((-1, h, w))
-    kernel = separable_valid_long if n >= 17 else separable_valid  # (measured faster from 17 taps on)
-    out = kernel(stack, np.ascontiguousarray(g, dtype=np.float64), step)
+    # Four taps per pass measured faster from 17 taps on.
+    out = separable_valid(stack, np.ascontiguousarray(g, dtype=np.float64), step, n >= 17)
     return out.reshape(images.shape[:-2] + out.shape[-2:])
 
 

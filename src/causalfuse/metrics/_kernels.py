@@ -6,8 +6,7 @@ formulas. These kernels do the same arithmetic in single passes:
 
 * :func:`separable_valid`: ``filter2(outer(g, g), x, 'valid')`` for a stack,
   optionally keeping every second row and column (VIFF's decimation), with a
-  ring buffer of row-filtered lines (:func:`separable_valid_long` adds four
-  taps per pass, which pays for windows of 17 taps and more);
+  ring buffer of row-filtered lines;
 * :func:`ssim_sum` and :func:`mef_ssim_sum`: the per-pixel formulas of
   SSIM and MS-SSIM, summed per row and then across rows;
 * :func:`viff_arguments`: VIFF's per-pixel gains, Sheikh's clipping and the
@@ -32,7 +31,18 @@ import math
 import numpy as np
 from numba import njit
 
-__all__ = ["separable_valid", "separable_valid_long", "box_sums_valid", "stretch_round", "qcb_contrast_power", "sobel_power_block_sums", "ssim_sum", "viff_arguments", "mef_ssim_contrast", "mef_ssim_sum", "nabf_edges"]
+__all__ = [
+    "box_sums_valid",
+    "mef_ssim_contrast",
+    "mef_ssim_sum",
+    "nabf_edges",
+    "qcb_contrast_power",
+    "separable_valid",
+    "sobel_power_block_sums",
+    "ssim_sum",
+    "stretch_round",
+    "viff_arguments",
+]
 
 _JIT = dict(nogil=True, cache=True, error_model="numpy")
 
@@ -46,48 +56,6 @@ def _row_pass(row, g, out, width):
         gq = g[q]
         for j in range(width):
             out[j] += gq * row[j + q]
-
-
-@njit(**_JIT)
-def separable_valid(x, g, step):
-    """``filter2(outer(g, g), x[k], 'valid')[::step, ::step]`` for each image of a stack (K, H, W).
-
-    ``step`` is 1 or 2. Needs H, W >= len(g) (the caller handles smaller images).
-    """
-    depth, h, w = x.shape
-    n = g.size
-    rows_out = (h - n) // step + 1
-    cols_out = (w - n) // step + 1
-    full = w - n + 1
-    out = np.empty((depth, rows_out, cols_out))
-    ring = np.empty((n, full))  # the n row-filtered lines under the current output row
-    for k in range(depth):
-        done = -1
-        for i in range(rows_out):
-            first = i * step
-            for r in range(max(done + 1, first), first + n):
-                _row_pass(x[k, r], g, ring[r % n], full)
-            done = first + n - 1
-            o = out[k, i]
-            t0 = ring[first % n]
-            g0 = g[0]
-            if step == 1:
-                for j in range(cols_out):
-                    o[j] = g0 * t0[j]
-                for q in range(1, n):
-                    gq = g[q]
-                    tq = ring[(first + q) % n]
-                    for j in range(cols_out):
-                        o[j] += gq * tq[j]
-            else:
-                for j in range(cols_out):
-                    o[j] = g0 * t0[2 * j]
-                for q in range(1, n):
-                    gq = g[q]
-                    tq = ring[(first + q) % n]
-                    for j in range(cols_out):
-                        o[j] += gq * tq[2 * j]
-    return out
 
 
 @njit(inline="always", **_JIT)
@@ -109,46 +77,86 @@ def _row_pass4(row, g, out, width):
         q += 1
 
 
+@njit(inline="always", **_JIT)
+def _column_pass(ring, first, g, o, step, width):
+    n = g.size
+    t0 = ring[first % n]
+    g0 = g[0]
+    if step == 1:
+        for j in range(width):
+            o[j] = g0 * t0[j]
+        for q in range(1, n):
+            gq = g[q]
+            tq = ring[(first + q) % n]
+            for j in range(width):
+                o[j] += gq * tq[j]
+    else:
+        for j in range(width):
+            o[j] = g0 * t0[2 * j]
+        for q in range(1, n):
+            gq = g[q]
+            tq = ring[(first + q) % n]
+            for j in range(width):
+                o[j] += gq * tq[2 * j]
+
+
+@njit(inline="always", **_JIT)
+def _column_pass4(ring, first, g, o, step, width):
+    n = g.size
+    t0 = ring[first % n]
+    g0 = g[0]
+    for j in range(width):
+        o[j] = g0 * t0[j * step]
+    q = 1
+    while q + 3 < n:
+        ga, gb, gc, gd = g[q], g[q + 1], g[q + 2], g[q + 3]
+        ta, tb = ring[(first + q) % n], ring[(first + q + 1) % n]
+        tc, td = ring[(first + q + 2) % n], ring[(first + q + 3) % n]
+        if step == 1:
+            for j in range(width):
+                o[j] += ((ga * ta[j] + gb * tb[j]) + gc * tc[j]) + gd * td[j]
+        else:
+            for j in range(width):
+                o[j] += ((ga * ta[2 * j] + gb * tb[2 * j]) + gc * tc[2 * j]) + gd * td[2 * j]
+        q += 4
+    while q < n:
+        gq = g[q]
+        tq = ring[(first + q) % n]
+        for j in range(width):
+            o[j] += gq * tq[j * step]
+        q += 1
+
+
 @njit(**_JIT)
-def separable_valid_long(x, g, step):
-    """:func:`separable_valid` with four taps per pass over a line: faster for long windows (VIFF's 33 and 17)."""
+def separable_valid(x, g, step, four_taps):
+    """``filter2(outer(g, g), x[k], 'valid')[::step, ::step]`` for each image of a stack (K, H, W).
+
+    ``step`` is 1 or 2. Needs H, W >= len(g) (the caller handles smaller
+    images). ``four_taps``: add four taps per pass over a line (fewer loads
+    and stores of the accumulator), which pays for long windows (VIFF's 33
+    and 17) but not for short ones (11).
+    """
     depth, h, w = x.shape
     n = g.size
     rows_out = (h - n) // step + 1
     cols_out = (w - n) // step + 1
     full = w - n + 1
     out = np.empty((depth, rows_out, cols_out))
-    ring = np.empty((n, full))  # as in separable_valid
+    ring = np.empty((n, full))  # the n row-filtered lines under the current output row
     for k in range(depth):
         done = -1
         for i in range(rows_out):
             first = i * step
             for r in range(max(done + 1, first), first + n):
-                _row_pass4(x[k, r], g, ring[r % n], full)
-            done = first + n - 1
-            o = out[k, i]
-            t0 = ring[first % n]
-            g0 = g[0]
-            for j in range(cols_out):
-                o[j] = g0 * t0[j * step]
-            q = 1
-            while q + 3 < n:
-                ga, gb, gc, gd = g[q], g[q + 1], g[q + 2], g[q + 3]
-                ta, tb = ring[(first + q) % n], ring[(first + q + 1) % n]
-                tc, td = ring[(first + q + 2) % n], ring[(first + q + 3) % n]
-                if step == 1:
-                    for j in range(cols_out):
-                        o[j] += ((ga * ta[j] + gb * tb[j]) + gc * tc[j]) + gd * td[j]
+                if four_taps:
+                    _row_pass4(x[k, r], g, ring[r % n], full)
                 else:
-                    for j in range(cols_out):
-                        o[j] += ((ga * ta[2 * j] + gb * tb[2 * j]) + gc * tc[2 * j]) + gd * td[2 * j]
-                q += 4
-            while q < n:
-                gq = g[q]
-                tq = ring[(first + q) % n]
-                for j in range(cols_out):
-                    o[j] += gq * tq[j * step]
-                q += 1
+                    _row_pass(x[k, r], g, ring[r % n], full)
+            done = first + n - 1
+            if four_taps:
+                _column_pass4(ring, first, g, out[k, i], step, cols_out)
+            else:
+                _column_pass(ring, first, g, out[k, i], step, cols_out)
     return out
 
 
