@@ -383,7 +383,7 @@ def nabf_edges(padded, td, lg, wt_min):
 @njit(**_JIT)
 def stretch_round(x, lo, hi):
     """floor(((x - lo) / (hi - lo)) * 255 + 0.5): Z. Liu's ``normalize1`` with MATLAB's round, for x >= lo."""
-    out = np.empty_like(x)
+    out = np.empty(x.shape)  # C order: its ravel() is a view
     flat_in = x.ravel()
     flat_out = out.ravel()
     span = hi - lo
@@ -395,7 +395,7 @@ def stretch_round(x, lo, hi):
 @njit(**_JIT)
 def qcb_contrast_power(g1, g2, k, h, z):
     """Chen-Blum's masked contrast: C = |g1 / g2 - 1|, then k C^3 / (h C^2 + z), elementwise."""
-    out = np.empty_like(g1)
+    out = np.empty(g1.shape)  # C order: its ravel() is a view
     a = g1.ravel()
     b = g2.ravel()
     flat = out.ravel()
