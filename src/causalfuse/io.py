@@ -28,6 +28,8 @@ __all__ = [
     "rgb_to_ycbcr",
     "ycbcr_to_rgb",
     "rgb2gray_matlab",
+    "rgb2gray_levels",
+    "MATLAB_GRAY_WEIGHTS",
 ]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pnm")
@@ -189,6 +191,10 @@ def ycbcr_to_rgb(ycc: np.ndarray) -> np.ndarray:
     return np.clip(ycc @ _YCBCR_TO_RGB.T, 0.0, 1.0)
 
 
+#: MATLAB's ``rgb2gray`` weights (R, G, B).
+MATLAB_GRAY_WEIGHTS = np.array([0.298936021293775, 0.587043074451121, 0.114020904255103])
+
+
 def rgb2gray_matlab(rgb: np.ndarray) -> np.ndarray:
     """MATLAB's ``rgb2gray`` on uint8: its weights, rounded half away from zero.
 
@@ -200,6 +206,9 @@ def rgb2gray_matlab(rgb: np.ndarray) -> np.ndarray:
         return rgb
     if rgb.dtype != np.uint8:
         raise CausalFuseError(f"rgb2gray_matlab expects uint8 input, got {rgb.dtype}")
-    w = np.array([0.298936021293775, 0.587043074451121, 0.114020904255103])
-    grey = rgb[..., :3].astype(np.float64) @ w
-    return np.floor(grey + 0.5).clip(0, 255).astype(np.uint8)
+    return rgb2gray_levels(rgb[..., :3].astype(np.float64)).clip(0, 255).astype(np.uint8)
+
+
+def rgb2gray_levels(rgb: np.ndarray) -> np.ndarray:
+    """:func:`rgb2gray_matlab` of 8-bit levels held as float64 (H, W, 3), as float64 levels."""
+    return np.floor(rgb @ MATLAB_GRAY_WEIGHTS + 0.5)

@@ -21,6 +21,7 @@ import os
 import sys
 
 from ..errors import CausalFuseError
+from .ablation import KINDS, AblationPlan, prepare_ablations
 
 EPILOG = """\
 method specs (--methods, comma-separated):
@@ -73,8 +74,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--zoom", metavar="X,Y,W,H", help="add a zoomed inset of this box (fractions of the image) to the grids")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     g = parser.add_argument_group("ablations trained on demand (see `ablations` below)")
-    from .ablation import KINDS
-
     g.add_argument("--ablation", action="append", default=[], choices=KINDS,
                    help="dict-size: N in --dict-sizes; baffm: with and without BAFFM at N=25 (repeatable)")
     g.add_argument("--train-data", nargs="+", default=[], metavar="DIR", help="training pairs for the ablation dictionaries and models")
@@ -155,8 +154,6 @@ def run(args: argparse.Namespace) -> int:
             raise CausalFuseError(f"--lrrnet-weights {args.lrrnet_weights}: no such file")
     method_text = args.methods
     if args.ablation:
-        from .ablation import AblationPlan, prepare_ablations
-
         if args.train_steps is None:
             raise CausalFuseError("--ablation needs a training budget: --train-steps S")
         try:

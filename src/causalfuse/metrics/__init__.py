@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import multiprocessing
-import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Sequence
 
@@ -25,6 +23,7 @@ import numpy as np
 
 from ._checks import Colour, Prepared, prepare
 from ._registry import MetricInfo, get_metric, list_metrics, register_metric
+from ._threads import set_default_threads, thread_count as _thread_count
 
 # Importing the metric families registers them.
 from . import gradient, information, statistics, structural, visual  # noqa: E402,F401
@@ -106,32 +105,6 @@ _COST = {
     "SCD": 1.4,
     "CC": 1.4,
 }
-_threads_default: int | None = None
-
-
-def _thread_count(threads: int | None) -> int:
-    if threads is None:
-        threads = _threads_default
-    if threads is None and multiprocessing.parent_process() is not None:
-        threads = 1  # a worker of some process pool: the processes already share the cores
-    if threads is None:
-        try:
-            threads = len(os.sched_getaffinity(0))
-        except AttributeError:  # pragma: no cover - not Linux
-            threads = os.cpu_count() or 1
-        threads = min(threads, 4)
-    return max(1, int(threads))
-
-
-def set_default_threads(threads: int | None) -> None:
-    """Threads :func:`compute` uses by default.
-
-    None (the default): one per core, at most 4, and 1 inside a worker
-    process of a pool (``multiprocessing.parent_process()`` is set), where
-    the processes already use every core.
-    """
-    global _threads_default
-    _threads_default = threads
 
 
 def compute_prepared(

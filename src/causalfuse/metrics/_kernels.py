@@ -6,7 +6,8 @@ formulas. These kernels do the same arithmetic in single passes:
 
 * :func:`separable_valid`: ``filter2(outer(g, g), x, 'valid')`` for a stack,
   optionally keeping every second row and column (VIFF's decimation), with a
-  ring buffer of row-filtered lines;
+  ring buffer of row-filtered lines; :func:`box_sums_valid`: MS-SSIM's box
+  sums as running sums;
 * :func:`ssim_sum` and :func:`mef_ssim_sum`: the per-pixel formulas of
   SSIM and MS-SSIM, summed per row and then across rows;
 * :func:`viff_arguments`: VIFF's per-pixel gains, Sheikh's clipping and the
@@ -14,7 +15,10 @@ formulas. These kernels do the same arithmetic in single passes:
 * :func:`mef_ssim_contrast` and :func:`nabf_edges`: the arithmetic halves of
   MS-SSIM's window weights and of Nabf's edge maps (the transcendental
   functions stay in NumPy, whose vectorised ``exp``, ``log``, ``tan`` and
-  ``arctan`` are several times faster than scalar calls).
+  ``arctan`` are several times faster than scalar calls);
+* :func:`stretch_round`, :func:`qcb_contrast_power` and
+  :func:`sobel_power_block_sums`: Qcb's and Qcv's rounding, masked contrast
+  and block saliency.
 
 They release the GIL, so the metrics of one triplet run in parallel in
 threads. They are compiled on first use and cached on disk (``cache=True``:
@@ -245,15 +249,14 @@ def mef_ssim_contrast(box, area, floor, eps):
     """First half of Ma et al.'s MEF-SSIM window formula, from the box sums of one scale.
 
     ``box``: box-window sums of x1, x2, x1^2, x2^2, x1 x2 (5, H', W').
-    Returns (7, H', W'): the centred sums c11, c22, c12, the contrasts
-    ed1, ed2 (with the floor), the structure consistency R mapped to
-    ``pi/2 R`` (the argument of the tangent), and nothing in the last slot
-    (room for the caller). The transcendental functions are left to NumPy,
-    whose vectorised ``tan``, ``log`` and ``exp`` are several times faster
-    than scalar calls.
+    Returns (6, H', W'): the centred sums c11, c22, c12, the contrasts
+    ed1, ed2 (with the floor) and the structure consistency R mapped to
+    ``pi/2 R`` (the argument of the tangent). The transcendental functions
+    are left to NumPy, whose vectorised ``tan``, ``log`` and ``exp`` are
+    several times faster than scalar calls.
     """
     _, rows, cols = box.shape
-    out = np.empty((7, rows, cols))
+    out = np.empty((6, rows, cols))
     half_pi = math.pi / 2
     for i in range(rows):
         for j in range(cols):

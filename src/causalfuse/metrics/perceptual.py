@@ -23,7 +23,6 @@ image, so scoring many fused images of one pair costs about a third of that.
 from __future__ import annotations
 
 import functools
-import multiprocessing
 import threading
 from collections import OrderedDict
 
@@ -33,20 +32,21 @@ from scipy import fft as sfft
 from ._filters import filter2_valid
 from ._kernels import qcb_contrast_power, sobel_power_block_sums, stretch_round
 from ._registry import register_metric
+from ._threads import thread_count
 
 __all__ = ["clear_source_cache", "qcb", "qcv"]
 
 
 def _fft_workers() -> int:
-    """Threads for one FFT: 2 on the main thread of the main process, else 1.
+    """Threads for one FFT: those of :func:`causalfuse.metrics.compute` on the main thread, else 1.
 
-    :func:`causalfuse.metrics.compute` runs metrics in worker threads and
-    folder scoring in worker processes; those already keep every core busy,
-    and nested FFT threads only add contention (measured: 2-thread
-    ``compute`` of all metrics 141 ms with nested FFT threads, 116 ms without).
+    ``compute`` runs metrics in worker threads and folder scoring in worker
+    processes; those already keep every core busy, and nested FFT threads
+    only add contention (measured: 2-thread ``compute`` of all metrics
+    141 ms with nested FFT threads, 116 ms without).
     """
-    if threading.current_thread() is threading.main_thread() and multiprocessing.parent_process() is None:
-        return 2
+    if threading.current_thread() is threading.main_thread():
+        return thread_count(None)  # 1 in a worker process of a pool
     return 1
 
 

@@ -28,6 +28,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..errors import CausalFuseError
+from ..models.net import NetConfig
 from ..io import atomic_path
 
 __all__ = ["STATE_FORMAT", "TrainState", "save_state", "load_state", "read_state_metadata", "export_model"]
@@ -108,8 +109,6 @@ def load_state(path: str | os.PathLike) -> TrainState:
     try:
         config = json.loads(meta["config"])
         if isinstance(config.get("net"), dict):
-            from ..models.net import NetConfig
-
             config["net"] = NetConfig.with_legacy_defaults(config["net"])
         step = int(meta["step"])
         elapsed = float(meta["elapsed"])
