@@ -15,7 +15,7 @@ from causalfuse.cli import main
 from causalfuse.data.paired import Pair
 from causalfuse.dictionary import ConfounderDictionary, load_dictionaries, save_dictionaries
 from causalfuse.dictionary.backbones import FeatureExtractor, get_backbone, image_to_tensor
-from causalfuse.dictionary.build import build_dictionaries, file_list_hash, fit_dictionary
+from causalfuse.dictionary.build import build_dictionaries, count_distinct, file_list_hash, fit_dictionary
 from causalfuse.dictionary.io import METADATA_KEY
 from causalfuse.errors import CausalFuseError
 
@@ -117,6 +117,34 @@ def test_fit_dictionary_caps_dim_and_refuses_too_few():
         fit_dictionary(same, modality="ir", n_clusters=3, dim=2)
     with pytest.raises(CausalFuseError, match="project|expects backbone features of length 20"):
         d.project(np.zeros((1, 7)))
+
+
+def test_fit_dictionary_refuses_near_duplicate_scenes():
+    feats, _ = _blobs(sizes=(3, 3))
+    # Four copies of two images, each copy moved by far less than the tolerance: two scenes, not eight.
+    rng = np.random.default_rng(1)
+    near = np.repeat(feats[:2], 4, axis=0) + rng.normal(0, 1e-9, (8, feats.shape[1]))
+    with pytest.raises(CausalFuseError, match=r"fewer than 3 distinct scenes \(2 distinct feature vectors\)"):
+        fit_dictionary(near, modality="vi", n_clusters=3, dim=4)
+    assert count_distinct(near, tol=1e-6) == 2 and count_distinct(near, tol=0.0) == 8
+
+
+def test_fit_dictionary_refuses_coinciding_prototypes(monkeypatch):
+    """Whatever K-Means returns (here: a duplicate point split over two clusters), equal prototypes are refused."""
+    import sklearn.cluster
+
+    class SplitDuplicates:
+        def __init__(self, n_clusters, **kwargs):
+            self.inertia_ = 0.0
+
+        def fit_predict(self, x):
+            return np.array([0, 1, 2, 2])
+
+    feats, _ = _blobs(sizes=(1, 1, 1))
+    points = np.concatenate([feats[:1], feats])  # A, A, B, C: three distinct vectors
+    monkeypatch.setattr(sklearn.cluster, "KMeans", SplitDuplicates)
+    with pytest.raises(CausalFuseError, match="only 2 distinct prototypes"):
+        fit_dictionary(points, modality="ir", n_clusters=3, dim=3)
 
 
 def test_build_is_deterministic_and_round_trips(tmp_path):

@@ -29,7 +29,7 @@ from ..io import load_image, to_float01
 from .backbones import FeatureExtractor, get_backbone, image_to_tensor
 from .io import ConfounderDictionary
 
-__all__ = ["build_dictionaries", "extract_features", "file_list_hash", "fit_dictionary"]
+__all__ = ["build_dictionaries", "count_distinct", "extract_features", "file_list_hash", "fit_dictionary"]
 
 
 def file_list_hash(pairs: Sequence[Pair]) -> str:
@@ -82,6 +82,31 @@ def extract_features(
     return np.concatenate(feats["ir"]), np.concatenate(feats["vi"]), content.hexdigest()
 
 
+#: Two feature vectors (or prototypes) closer than this fraction of the
+#: root-mean-square norm of the reduced features count as one scene.
+DUPLICATE_TOLERANCE = 1e-6
+
+
+def count_distinct(points: np.ndarray, tol: float) -> int:
+    """Number of points of (n, d) that are not within ``tol`` (Euclidean) of an earlier one."""
+    points = np.asarray(points, dtype=np.float64)
+    kept = np.empty_like(points)
+    n_kept = 0
+    for p in points:  # differences, not |a|^2 + |b|^2 - 2ab, which cancels to noise
+        if n_kept and float(np.sqrt(((kept[:n_kept] - p) ** 2).sum(axis=1)).min()) <= tol:
+            continue
+        kept[n_kept] = p
+        n_kept += 1
+    return n_kept
+
+
+def _too_few_scenes(modality: str, n: int, n_clusters: int, found: str) -> CausalFuseError:
+    return CausalFuseError(
+        f"the {modality} features of these {n} images hold fewer than {n_clusters} distinct scenes "
+        f"({found}): use more varied images or a smaller -N"
+    )
+
+
 def fit_dictionary(
     features: np.ndarray,
     *,
@@ -98,7 +123,10 @@ def fit_dictionary(
     provenance, the request as ``dim_requested``).
 
     Raises:
-        CausalFuseError: fewer images (or distinct scenes) than clusters.
+        CausalFuseError: fewer images than clusters, fewer distinct feature
+            vectors than clusters, or two prototypes that coincide (within
+            :data:`DUPLICATE_TOLERANCE`), whatever scikit-learn's K-Means does
+            with duplicate points.
     """
     from sklearn.cluster import KMeans
     from sklearn.decomposition import PCA
@@ -112,18 +140,23 @@ def fit_dictionary(
     d = min(dim, n, feature_dim)
     pca = PCA(n_components=d, svd_solver="full")
     reduced = pca.fit_transform(x)
+    tol = DUPLICATE_TOLERANCE * max(float(np.sqrt((reduced**2).sum(axis=1).mean())), np.finfo(np.float64).tiny)
+    distinct = count_distinct(reduced, tol)
+    if distinct < n_clusters:
+        raise _too_few_scenes(modality, n, n_clusters, f"{distinct} distinct feature vectors")
     kmeans = KMeans(n_clusters=n_clusters, init="k-means++", n_init=n_init, random_state=seed, algorithm="lloyd")
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # a distinct-points shortfall is detected below, in plain words
+        warnings.simplefilter("ignore")  # a distinct-points shortfall is detected here, in plain words
         labels = kmeans.fit_predict(reduced)
     counts = np.bincount(labels, minlength=n_clusters).astype(np.int64)
     if (counts == 0).any():
-        raise CausalFuseError(
-            f"the {modality} features of these {n} images hold fewer than {n_clusters} distinct scenes "
-            f"({int((counts > 0).sum())} non-empty clusters): use more varied images or a smaller -N"
-        )
+        raise _too_few_scenes(modality, n, n_clusters, f"{int((counts > 0).sum())} non-empty clusters")
     order = np.argsort(-counts, kind="stable")
     prototypes = np.stack([reduced[labels == k].mean(axis=0) for k in order])
+    # Some scikit-learn releases (1.9) spread duplicate points over identical
+    # centres instead of leaving a cluster empty: check the result itself.
+    if count_distinct(prototypes, tol) < n_clusters:
+        raise _too_few_scenes(modality, n, n_clusters, f"only {count_distinct(prototypes, tol)} distinct prototypes")
     counts = counts[order]
     prov = dict(provenance or {})
     prov.update(
