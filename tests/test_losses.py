@@ -95,3 +95,23 @@ def test_bad_shapes_refused():
         fusion_loss(_rand(1, 3, 16, 16), _rand(1, 3, 16, 16), _rand(1, 3, 16, 16))
     with pytest.raises(CausalFuseError, match="at least 11 x 11"):
         fusion_loss(_rand(1, 1, 8, 8), _rand(1, 1, 8, 8), _rand(1, 1, 8, 8))
+
+
+def test_intensity_target_mean_and_max():
+    g = torch.Generator().manual_seed(3)
+    ir, vi, f = (torch.rand(2, 1, 16, 16, generator=g) for _ in range(3))
+    assert math.isclose(float(intensity_loss(f, ir, vi)), float((f - torch.maximum(ir, vi)).abs().mean()), rel_tol=1e-6)
+    assert math.isclose(float(intensity_loss(f, ir, vi, target="mean")), float((f - (ir + vi) / 2).abs().mean()), rel_tol=1e-6)
+    w = LossWeights(intensity=1.0, gradient=0.0, ssim=0.0, intensity_target="mean")
+    assert math.isclose(float(fusion_loss(f, ir, vi, weights=w)["loss"]), float((f - (ir + vi) / 2).abs().mean()), rel_tol=1e-6)
+    with pytest.raises(CausalFuseError, match="intensity target must be one of max, mean"):
+        intensity_loss(f, ir, vi, target="min")
+
+
+def test_loss_weights_from_dict_fills_legacy_target_and_refuses_bad_values():
+    assert LossWeights.from_dict({"intensity": 1, "gradient": 2, "ssim": 0.5}).intensity_target == "max"
+    assert LossWeights.from_dict({"intensity_target": "mean", "gradient": "5"}) == LossWeights(gradient=5.0, intensity_target="mean")
+    with pytest.raises(CausalFuseError, match="intensity_target must be one of max, mean, got 'median'"):
+        LossWeights.from_dict({"intensity_target": "median"})
+    with pytest.raises(CausalFuseError, match="unknown loss weight keys: colour"):
+        LossWeights.from_dict({"colour": 1})

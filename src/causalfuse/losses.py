@@ -4,7 +4,10 @@ The paper gives no loss; ``shared/DESIGN.md`` fixes the field's usual
 unsupervised one (as in SeAFusion, Tang et al., Information Fusion 2022,
 doi:10.1016/j.inffus.2021.12.004, plus an SSIM term as in many successors):
 
-* intensity:  ``L1(F, max(IR, VI))``, pixel-wise maximum of the sources;
+* intensity:  ``L1(F, T)`` with the target T chosen by ``intensity_target``:
+  ``max`` = ``max(IR, VI)``, the pixel-wise maximum (SeAFusion's, and the
+  first default: it pulls every pixel to the brighter source and washes the
+  image out), or ``mean`` = ``(IR + VI) / 2``;
 * gradient:   ``L1(|grad F|, max(|grad IR|, |grad VI|))`` with the Sobel
   magnitude ``|grad X| = |Sobel_x X| + |Sobel_y X|`` (SeAFusion's form;
   replicate-padded so the map keeps its size);
@@ -36,6 +39,7 @@ from .errors import CausalFuseError
 
 __all__ = [
     "LossWeights",
+    "INTENSITY_TARGETS",
     "sobel_magnitude",
     "ssim",
     "intensity_loss",
@@ -46,13 +50,38 @@ __all__ = [
 ]
 
 
+INTENSITY_TARGETS = ("max", "mean")
+
+
 @dataclass
 class LossWeights:
-    """Weights of the three terms (recorded in every checkpoint)."""
+    """Weights of the three terms and the intensity target (recorded in every checkpoint)."""
 
     intensity: float = 1.0
     gradient: float = 2.0
     ssim: float = 0.5
+    intensity_target: str = "max"
+
+    #: Values of options added after the first release, for configurations
+    #: written before them (they have no such key).
+    LEGACY_DEFAULTS = {"intensity_target": "max"}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "LossWeights":
+        """From a saved or user-written mapping; unknown keys and targets are refused."""
+        known = {"intensity", "gradient", "ssim", "intensity_target"}
+        bad = sorted(set(data) - known)
+        if bad:
+            raise CausalFuseError(f"unknown loss weight keys: {', '.join(bad)} (known: {', '.join(sorted(known))})")
+        values = {**cls.LEGACY_DEFAULTS, **data}
+        target = str(values.pop("intensity_target"))
+        if target not in INTENSITY_TARGETS:
+            raise CausalFuseError(f"loss.intensity_target must be one of {', '.join(INTENSITY_TARGETS)}, got {target!r}")
+        try:
+            weights = {k: float(v) for k, v in values.items()}
+        except (TypeError, ValueError):
+            raise CausalFuseError(f"loss weights must be numbers, got {values}") from None
+        return cls(**weights, intensity_target=target)
 
 
 def _check(*tensors: torch.Tensor, min_size: int = 1) -> None:
@@ -102,10 +131,16 @@ def ssim(x: torch.Tensor, y: torch.Tensor, *, window: int = 11, sigma: float = 1
     return s.flatten(1).mean(dim=1)
 
 
-def intensity_loss(fused: torch.Tensor, ir: torch.Tensor, vi: torch.Tensor) -> torch.Tensor:
-    """``mean |F - max(IR, VI)|``."""
+def intensity_loss(fused: torch.Tensor, ir: torch.Tensor, vi: torch.Tensor, *, target: str = "max") -> torch.Tensor:
+    """``mean |F - T|`` with T = ``max(IR, VI)`` (``target="max"``) or ``(IR + VI) / 2`` (``"mean"``)."""
     _check(fused, ir, vi)
-    return (fused - torch.maximum(ir, vi)).abs().mean()
+    if target == "max":
+        t = torch.maximum(ir, vi)
+    elif target == "mean":
+        t = 0.5 * (ir + vi)
+    else:
+        raise CausalFuseError(f"intensity target must be one of {', '.join(INTENSITY_TARGETS)}, got {target!r}")
+    return (fused - t).abs().mean()
 
 
 def gradient_loss(fused: torch.Tensor, ir: torch.Tensor, vi: torch.Tensor) -> torch.Tensor:
@@ -142,7 +177,7 @@ def fusion_loss(
     weights = weights or LossWeights()
     _check(fused, ir, vi, min_size=window)
     terms = {
-        "intensity": intensity_loss(fused, ir, vi),
+        "intensity": intensity_loss(fused, ir, vi, target=weights.intensity_target),
         "gradient": gradient_loss(fused, ir, vi),
         "ssim": ssim_loss(fused, ir, vi, window=window),
     }

@@ -54,7 +54,8 @@ class TrainConfig:
             checkpoints when it is spent (None: no budget).
         seed: seed of the initialisation, batch order and augmentation.
         flips: random horizontal and vertical flips.
-        loss: weights of the loss terms (:class:`causalfuse.losses.LossWeights`).
+        loss: weights of the loss terms and the intensity target
+            (:class:`causalfuse.losses.LossWeights`).
         checkpoint_every: steps between training-state checkpoints.
         log_every: steps between CSV log rows.
         device: ``auto``, ``cpu`` or ``cuda[:N]``.
@@ -127,11 +128,7 @@ class TrainConfig:
         if "net" in data and isinstance(data["net"], dict):
             data["net"] = NetConfig.from_dict(data["net"])
         if "loss" in data and isinstance(data["loss"], dict):
-            lk = {f.name for f in fields(LossWeights)}
-            bad = sorted(set(data["loss"]) - lk)
-            if bad:
-                raise CausalFuseError(f"unknown loss weight keys: {', '.join(bad)} (known: {', '.join(sorted(lk))})")
-            data["loss"] = LossWeights(**{k: float(v) for k, v in data["loss"].items()})
+            data["loss"] = LossWeights.from_dict(data["loss"])
         if "betas" in data:
             data["betas"] = tuple(float(b) for b in data["betas"])
         if "data" in data and isinstance(data["data"], (str, os.PathLike)):
