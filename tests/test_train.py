@@ -24,7 +24,7 @@ from causalfuse.checkpoint import load_model, read_metadata
 from causalfuse.cli import main as cli_main
 from causalfuse.dictionary.io import ConfounderDictionary, save_dictionaries
 from causalfuse.errors import CausalFuseError
-from causalfuse.models.net import NetConfig
+from causalfuse.models.net import CausalFusionNet, NetConfig
 from causalfuse.train import TrainConfig, train
 from causalfuse.train.config import apply_overrides, config_differences, load_config_file
 from causalfuse.train.loop import batch_indices
@@ -318,3 +318,12 @@ def test_bf16_autocast_option_runs(tiny, tmp_path):
     assert res.step == 2 and all(np.isfinite(res.losses))
     # the saved weights stay float32
     assert {v.dtype for v in load_file(str(tmp_path / "r" / "model.safetensors")).values()} == {torch.float32}
+
+
+def test_gpu_out_of_memory_says_what_to_lower(tiny, tmp_path, monkeypatch):
+    def oom(self, *args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(CausalFusionNet, "forward_head", oom)
+    with pytest.raises(CausalFuseError, match=r"out of GPU memory .* batch 2 of 16 x 16 crops: lower --batch or --crop"):
+        train(_cfg(tiny, tmp_path / "r", steps=2))

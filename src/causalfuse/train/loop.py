@@ -362,11 +362,17 @@ def _train(cfg: TrainConfig, device: torch.device, info: dist_utils.DistInfo, *,
             ts = time.perf_counter()
             ir = batch["ir"].to(device, non_blocking=True)
             vi = batch["vi"].to(device, non_blocking=True)
-            fused = model(ir, vi, head_only=step < cfg.head_only_steps)
-            terms = loss_fn(fused.float(), ir, vi)
-            optimizer.zero_grad(set_to_none=True)
-            terms["loss"].backward()
-            optimizer.step()
+            try:
+                fused = model(ir, vi, head_only=step < cfg.head_only_steps)
+                terms = loss_fn(fused.float(), ir, vi)
+                optimizer.zero_grad(set_to_none=True)
+                terms["loss"].backward()
+                optimizer.step()
+            except torch.cuda.OutOfMemoryError:
+                raise CausalFuseError(
+                    f"out of GPU memory on {device} at step {step + 1} with batch {cfg.batch} of {cfg.crop} x {cfg.crop} "
+                    f"crops: lower --batch or --crop (or train on more GPUs with torchrun); the last checkpoint is {state_path}"
+                ) from None
             step += 1
             last_step_time = time.perf_counter() - ts
             values = dist_utils.all_mean(torch.stack([terms[k].detach() for k in ("loss", "intensity", "gradient", "ssim")]).float(), info)
