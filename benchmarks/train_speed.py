@@ -6,6 +6,7 @@ reported beside wall time because wall time is meaningless on a shared
 machine; with T threads, wall >= CPU / T.
 
     python benchmarks/train_speed.py --crops 128 256 --batch 6 --threads 2 --steps 4
+    python benchmarks/train_speed.py --crops 128 256 --frozen       # encoders frozen
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--steps", type=int, default=4, help="timed steps after one warm-up step")
     p.add_argument("--no-baffm", action="store_true")
+    p.add_argument("--frozen", action="store_true", help="encoders frozen (train --head-only-steps >= --steps): no encoder backward")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -38,7 +40,12 @@ def main() -> None:
         walls, cpus = [], []
         for i in range(args.steps + 1):
             w0, c0 = time.perf_counter(), time.process_time()
-            loss = fusion_loss(net(ir, vi), ir, vi)["loss"]
+            if args.frozen:
+                with torch.no_grad():
+                    z_ir, z_vi = net.forward_features(ir, vi)
+                loss = fusion_loss(net.forward_head(z_ir, z_vi), ir, vi)["loss"]
+            else:
+                loss = fusion_loss(net(ir, vi), ir, vi)["loss"]
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -48,7 +55,7 @@ def main() -> None:
                 cpus.append(c)
             print(f"crop {crop} batch {args.batch} step {i}: wall {w:.2f} s, cpu {c:.2f} s", flush=True)
         print(
-            f"RESULT crop {crop} batch {args.batch} threads {args.threads}: median wall {statistics.median(walls):.2f} s/step, "
+            f"RESULT crop {crop} batch {args.batch} threads {args.threads}{' frozen encoders' if args.frozen else ''}: median wall {statistics.median(walls):.2f} s/step, "
             f"median cpu {statistics.median(cpus):.2f} s/step, {args.batch / statistics.median(walls):.2f} img/s",
             flush=True,
         )
