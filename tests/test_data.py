@@ -221,3 +221,29 @@ def test_dataset_on_shared_train(train_data):
     assert len(ds) == 393
     item = ds[len(ds) - 1]  # an LLVIP pair (1280 x 1024, colour-stored infrared)
     assert item["name"].startswith("LLVIP/") and item["ir"].shape == (1, 256, 256)
+
+
+def test_gamma_augmentation_is_drawn_per_sample_and_leaves_gamma0_unchanged(tmp_path):
+    from causalfuse.data.dataset import PairedDataset
+    from causalfuse.data.transforms import draw_gamma, sample_generator
+
+    root = tmp_path / "set"
+    (root / "ir").mkdir(parents=True)
+    (root / "vi").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(1, 255, (20, 24), dtype=np.uint8)).save(root / "ir" / f"{i}.png")
+        Image.fromarray(rng.integers(1, 255, (20, 24, 3), dtype=np.uint8)).save(root / "vi" / f"{i}.png")
+    plain = PairedDataset(root, crop=8, seed=3)
+    aug = PairedDataset(root, crop=8, seed=3, gamma=1.0)
+    a, b = plain[(2, 1)], aug[(2, 1)]
+    # The same crop, then y ** gamma with the exponents drawn after the crop from the sample's generator.
+    g = sample_generator(3, 2, 1)
+    g.integers(0, 13), g.integers(0, 17), g.random(), g.random()
+    g_ir, g_vi = draw_gamma(g, 1.0)
+    assert g_ir != g_vi and all(np.exp(-1) <= x <= np.exp(1) for x in (g_ir, g_vi))
+    torch.testing.assert_close(b["ir"], a["ir"] ** g_ir, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(b["vi"], a["vi"] ** g_vi, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(aug[(2, 1)]["vi"], b["vi"])  # a function of (seed, epoch, index)
+    with pytest.raises(CausalFuseError, match="gamma augmentation strength must be >= 0"):
+        PairedDataset(root, crop=8, gamma=-0.5)

@@ -327,3 +327,24 @@ def test_gpu_out_of_memory_says_what_to_lower(tiny, tmp_path, monkeypatch):
     monkeypatch.setattr(CausalFusionNet, "forward_head", oom)
     with pytest.raises(CausalFuseError, match=r"out of GPU memory .* batch 2 of 16 x 16 crops: lower --batch or --crop"):
         train(_cfg(tiny, tmp_path / "r", steps=2))
+
+
+def test_runs_saved_before_newer_options_resume(tiny, tmp_path):
+    """A state whose configuration predates gamma_aug and loss.intensity_target resumes with their old values."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    run = tmp_path / "r"
+    train(_cfg(tiny, run), stop_after=2)
+    state = run / "last.safetensors"
+    with safe_open(str(state), "pt") as f:
+        meta = dict(f.metadata())
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    config = json.loads(meta["config"])
+    del config["gamma_aug"], config["loss"]["intensity_target"]
+    meta["config"] = json.dumps(config)
+    save_file(tensors, str(state), metadata=meta)
+    assert train(_cfg(tiny, run), resume=True).step == 4
+    train(_cfg(tiny, tmp_path / "g", gamma_aug=0.5), stop_after=1)
+    with pytest.raises(CausalFuseError, match=r"gamma_aug: 0.5 -> 0.0"):
+        train(_cfg(tiny, tmp_path / "g"), resume=True)

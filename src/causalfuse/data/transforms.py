@@ -76,6 +76,19 @@ def draw_crop_flip(height: int, width: int, size: int, rng: np.random.Generator,
     return CropFlip(top, left, size, hflip, vflip)
 
 
+def draw_gamma(rng: np.random.Generator, strength: float) -> tuple[float, float]:
+    """Two independent exponents (infrared, visible), log-uniform in ``[exp(-strength), exp(strength)]``."""
+    if strength < 0:
+        raise CausalFuseError(f"gamma augmentation strength must be >= 0, got {strength}")
+    g = np.exp(rng.uniform(-strength, strength, size=2))
+    return float(g[0]), float(g[1])
+
+
+def apply_gamma(y: np.ndarray, gamma: float) -> np.ndarray:
+    """``y ** gamma`` of a luminance array in [0, 1] (float32 kept)."""
+    return np.power(y, np.float32(gamma), dtype=np.float32)
+
+
 def pad_to(image: np.ndarray, size: int) -> np.ndarray:
     """Reflect-pad the bottom and right of an image to at least ``size`` x ``size``.
 

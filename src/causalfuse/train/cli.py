@@ -30,6 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--head-lr", type=float, help="learning rate of BAFFM + reconstruction (default: --lr)")
     p.add_argument("--head-only-steps", type=int, help="warm start: train BAFFM + reconstruction alone for the first N steps (default 0)")
     p.add_argument("--seed", type=int, help="seed of initialisation, batch order and augmentation (default 0)")
+    p.add_argument("--gamma-aug", type=float, help="brightness augmentation: crops raised to powers log-uniform in [e^-g, e^g] (default 0: none)")
     p.add_argument("--no-baffm", action="store_true", help="train the 'without BAFFM' ablation")
     p.add_argument("--device", help="auto (default), cpu or cuda[:N]")
     p.add_argument("--amp", choices=["auto", "bf16", "off"], help="mixed precision (auto: bf16 on CUDA, off on CPU)")
@@ -44,7 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 _FLAGS = {
     "data": "data", "dictionary": "dictionary", "lrrnet_weights": "lrrnet_weights", "output": "output",
     "steps": "steps", "max_minutes": "max_minutes", "batch": "batch", "crop": "crop", "lr": "lr",
-    "head_lr": "head_lr", "head_only_steps": "head_only_steps", "seed": "seed", "device": "device", "amp": "amp", "threads": "threads",
+    "head_lr": "head_lr", "head_only_steps": "head_only_steps", "seed": "seed", "gamma_aug": "gamma_aug", "device": "device", "amp": "amp", "threads": "threads",
     "num_workers": "num_workers", "checkpoint_every": "checkpoint_every", "log_every": "log_every",
 }
 

@@ -54,6 +54,10 @@ class TrainConfig:
             checkpoints when it is spent (None: no budget).
         seed: seed of the initialisation, batch order and augmentation.
         flips: random horizontal and vertical flips.
+        gamma_aug: brightness augmentation strength: each crop's infrared
+            and visible luminance raised to independent powers, log-uniform
+            in ``[exp(-g), exp(g)]`` (0: none, the first recipe;
+            :class:`causalfuse.data.dataset.PairedDataset`).
         loss: weights of the loss terms and the intensity target
             (:class:`causalfuse.losses.LossWeights`).
         checkpoint_every: steps between training-state checkpoints.
@@ -81,6 +85,7 @@ class TrainConfig:
     max_minutes: float | None = None
     seed: int = 0
     flips: bool = True
+    gamma_aug: float = 0.0
     loss: LossWeights = field(default_factory=LossWeights)
     checkpoint_every: int = 50
     log_every: int = 1
@@ -103,6 +108,8 @@ class TrainConfig:
             raise CausalFuseError(f"amp must be auto, bf16 or off, got {self.amp!r}")
         if self.max_minutes is not None and self.max_minutes <= 0:
             raise CausalFuseError(f"max_minutes must be positive, got {self.max_minutes}")
+        if self.gamma_aug < 0:
+            raise CausalFuseError(f"gamma_aug must be >= 0, got {self.gamma_aug}")
         if self.head_only_steps < 0:
             raise CausalFuseError(f"head_only_steps must be >= 0, got {self.head_only_steps}")
         if self.num_workers < 0:
@@ -110,6 +117,10 @@ class TrainConfig:
         return self
 
     # -- (de)serialisation ----------------------------------------------------
+    #: Values of fields added after the first release, for configurations
+    #: saved before them (they have no such key).
+    LEGACY_DEFAULTS = {"gamma_aug": 0.0}
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["betas"] = list(self.betas)

@@ -284,7 +284,7 @@ def _train(cfg: TrainConfig, device: torch.device, info: dist_utils.DistInfo, *,
             raise CausalFuseError(f"{run} already holds a training run ({state_path}): use --resume to continue it, or another -o")
         run.mkdir(parents=True, exist_ok=True)
 
-    dataset = PairedDataset(cfg.data, crop=cfg.crop, flips=cfg.flips, seed=cfg.seed, cache=True)
+    dataset = PairedDataset(cfg.data, crop=cfg.crop, flips=cfg.flips, gamma=cfg.gamma_aug, seed=cfg.seed, cache=True)
     if cfg.batch % info.world:
         raise CausalFuseError(f"batch {cfg.batch} does not split evenly over {info.world} processes: choose a multiple")
 
@@ -303,7 +303,8 @@ def _train(cfg: TrainConfig, device: torch.device, info: dist_utils.DistInfo, *,
         # Data folders compare as real paths: a relative and an absolute
         # spelling of the same folder is the same run.
         saved = dict(state.config, data=[os.path.realpath(d) for d in state.config.get("data", [])])
-        if isinstance(saved.get("loss"), dict):  # runs saved before the loss had more than weights
+        saved = {**TrainConfig.LEGACY_DEFAULTS, **saved}  # runs saved before later options
+        if isinstance(saved.get("loss"), dict):
             saved["loss"] = {**LossWeights.LEGACY_DEFAULTS, **saved["loss"]}
         diffs = config_differences(saved, dict(config_dict, data=[os.path.realpath(d) for d in config_dict["data"]]))
         if diffs:
