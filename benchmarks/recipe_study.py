@@ -273,6 +273,8 @@ def _curves(outdir: Path, cells: dict, datasets: list[str]) -> Path | None:
     shown = METRICS + ("mean_grey",)
     fig, axes = plt.subplots(len(datasets), len(shown), figsize=(3.2 * len(shown), 2.6 * len(datasets)), squeeze=False)
     variants = sorted({k[0] for k in cells})
+    ref_styles = iter([("k", "--"), ("k", ":"), ("k", "-."), ("0.5", "--"), ("0.5", ":"), ("0.5", "-.")] * 4)
+    styles = {v: next(ref_styles) for v in variants if all(k[1] == 0 for k in cells if k[0] == v)}
     for i, dataset in enumerate(datasets):
         for j, metric in enumerate(shown):
             ax = axes[i][j]
@@ -282,8 +284,9 @@ def _curves(outdir: Path, cells: dict, datasets: list[str]) -> Path | None:
                     continue
                 xs = [max(s, 1) for s, _ in pts]
                 ys = [statistics.fmean(m) for _, m in pts]
-                if len(pts) == 1 and pts[0][0] == 0:  # a reference method: a horizontal line
-                    ax.axhline(ys[0], ls="--", lw=1, color="grey", label=variant)
+                if variant in styles:  # a reference method: a horizontal line
+                    colour, style = styles[variant]
+                    ax.axhline(ys[0], ls=style, lw=1, color=colour, label=variant)
                     continue
                 err = [statistics.stdev(m) if len(m) > 1 else 0.0 for _, m in pts]
                 ax.errorbar(xs, ys, yerr=err, marker="o", ms=3, capsize=2, label=variant)
@@ -292,8 +295,9 @@ def _curves(outdir: Path, cells: dict, datasets: list[str]) -> Path | None:
             ax.tick_params(labelsize=7)
             if i == len(datasets) - 1:
                 ax.set_xlabel("training steps", fontsize=8)
-    axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center right", fontsize=8)
+    fig.tight_layout(rect=(0, 0, 0.86, 1))
     path = outdir / "curves.png"
     tmp = outdir / "curves.tmp.png"
     fig.savefig(tmp, dpi=110)
