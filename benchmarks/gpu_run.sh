@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One run on a bare CUDA machine: install the package, train causalfuse and
-# causalfuse-nobaffm side by side on one GPU for a fixed wall budget, score
-# both on the val sets, check that a GPU-trained checkpoint fuses the same on
+# causalfuse-nobaffm (for one or several seeds) side by side on one GPU for a
+# fixed wall budget, score them on the val sets, check that a GPU-trained checkpoint fuses the same on
 # CPU and GPU, and leave everything in $OUT (at most 8 files).
 #
 # Prepare on this machine first (an ignored folder, carried to the device):
@@ -16,7 +16,9 @@
 #
 # Settings (environment): MINUTES (wall budget of each training run, default 4),
 # DEVICE (cuda), CROP (256), BATCH (6), PACK (.gpu_pack), MAX_IMAGES (0: every
-# val pair), RECIPE (extra train options, e.g. "--set loss.intensity_target=mean").
+# val pair), RECIPE (extra train options, e.g. "--set loss.intensity_target=mean"),
+# SEEDS ("0"; e.g. "0 1 2": every seed of both variants trains at once; the
+# first seed's checkpoints come back, every run is scored).
 set -euo pipefail
 : "${OUT:?set OUT to the output folder}"
 MINUTES=${MINUTES:-4}
@@ -26,6 +28,7 @@ BATCH=${BATCH:-6}
 PACK=${PACK:-.gpu_pack}
 MAX_IMAGES=${MAX_IMAGES:-0}
 RECIPE=${RECIPE:-}
+SEEDS=${SEEDS:-0}
 WORK=${WORK:-$(mktemp -d)}
 export PYTHONUNBUFFERED=1
 LOG="$OUT/run.log"
@@ -46,18 +49,30 @@ common=(--data "$PACK/train/MSRS" "$PACK/train/LLVIP" --lrrnet-weights "$PACK/lr
         --max-minutes "$MINUTES" --device "$DEVICE" --checkpoint-every 500 --log-every 10 --no-progress)
 # shellcheck disable=SC2206
 extra=($RECIPE)
-echo "== training both variants for $MINUTES min each, side by side, crop $CROP batch $BATCH on $DEVICE ${RECIPE:+($RECIPE)}"
-causalfuse train "${common[@]}" "${extra[@]}" --dictionary src/causalfuse/weights/dictionary.safetensors -o "$WORK/baffm" > "$WORK/baffm.out" 2>&1 &
-pid_b=$!
-causalfuse train "${common[@]}" "${extra[@]}" --no-baffm -o "$WORK/nobaffm" > "$WORK/nobaffm.out" 2>&1 &
-pid_n=$!
+echo "== training both variants, seeds $SEEDS, for $MINUTES min, all side by side, crop $CROP batch $BATCH on $DEVICE ${RECIPE:+($RECIPE)}"
+pids=()
+runs=()
+for seed in $SEEDS; do
+    causalfuse train "${common[@]}" "${extra[@]}" --seed "$seed" --dictionary src/causalfuse/weights/dictionary.safetensors \
+        -o "$WORK/baffm-s$seed" > "$WORK/baffm-s$seed.out" 2>&1 &
+    pids+=($!)
+    causalfuse train "${common[@]}" "${extra[@]}" --seed "$seed" --no-baffm -o "$WORK/nobaffm-s$seed" > "$WORK/nobaffm-s$seed.out" 2>&1 &
+    pids+=($!)
+    runs+=("baffm-s$seed" "nobaffm-s$seed")
+done
 status=0
-wait $pid_b || status=$?
-wait $pid_n || status=$?
-tail -n 3 "$WORK/baffm.out" "$WORK/nobaffm.out"
-cp "$WORK/baffm/model.safetensors" "$OUT/causalfuse.safetensors" || true
-cp "$WORK/nobaffm/model.safetensors" "$OUT/causalfuse-nobaffm.safetensors" || true
-tar -czf "$OUT/runs.tar.gz" -C "$WORK" baffm/log.csv baffm/config.json nobaffm/log.csv nobaffm/config.json baffm.out nobaffm.out || true
+for pid in "${pids[@]}"; do wait "$pid" || status=$?; done
+first=${SEEDS%% *}
+models=()
+for run in "${runs[@]}"; do
+    tail -n 2 "$WORK/$run.out"
+    seed=${run##*-s}
+    name=causalfuse; [[ $run == nobaffm* ]] && name=causalfuse-nobaffm
+    [ -f "$WORK/$run/model.safetensors" ] && models+=(--model "$name@$seed=$WORK/$run/model.safetensors")
+done
+cp "$WORK/baffm-s$first/model.safetensors" "$OUT/causalfuse.safetensors" || true
+cp "$WORK/nobaffm-s$first/model.safetensors" "$OUT/causalfuse-nobaffm.safetensors" || true
+(cd "$WORK" && tar -czf "$OUT/runs.tar.gz" ./*.out ./*/log.csv ./*/config.json) || true
 [ "$status" -eq 0 ] || { echo "gpu_run: a training run failed (exit $status)"; exit "$status"; }
 
 python3 - "$OUT" <<'EOF'
@@ -71,8 +86,7 @@ EOF
 
 echo "== scoring on the val sets"
 python3 benchmarks/recipe_study.py -o "$WORK/study" --val "$PACK/val" --max-images "$MAX_IMAGES" --device "$DEVICE" --no-progress \
-    --model "causalfuse=$OUT/causalfuse.safetensors" --model "causalfuse-nobaffm=$OUT/causalfuse-nobaffm.safetensors" \
-    --compare causalfuse causalfuse-nobaffm
+    "${models[@]}" --compare causalfuse causalfuse-nobaffm
 cp "$WORK/study/scores.csv" "$WORK/study/summary.md" "$OUT/"
 
 echo "== the GPU-trained checkpoint fused on $DEVICE and on the CPU"

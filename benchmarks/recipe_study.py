@@ -56,12 +56,13 @@ def parse_variant(text: str) -> tuple[str, list[str]]:
     return name, [item for item in rest.split(",") if item]
 
 
-def parse_model(text: str) -> tuple[str, Path]:
-    """``NAME=PATH`` of a trained checkpoint -> (name, path)."""
-    name, sep, path = text.partition("=")
-    if not sep or not name or not Path(path).is_file():
-        raise CausalFuseError(f"--model {text!r}: expected NAME=PATH of an existing checkpoint")
-    return name, Path(path)
+def parse_model(text: str) -> tuple[str, str, Path]:
+    """``NAME[@SEED]=PATH`` of a trained checkpoint -> (name, seed, path)."""
+    label, sep, path = text.partition("=")
+    name, _, seed = label.partition("@")
+    if not sep or not name or not (seed or "0").isdigit() or not Path(path).is_file():
+        raise CausalFuseError(f"--model {text!r}: expected NAME[@SEED]=PATH of an existing checkpoint")
+    return name, seed or "0", Path(path)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--device", default="auto")
     p.add_argument("--reference", action="append", default=[], help="method scored beside as it is (e.g. laplacian-pyramid, causalfuse: the bundled weights)")
-    p.add_argument("--model", action="append", default=[], metavar="NAME=PATH", help="a trained checkpoint scored as variant NAME at its recorded step count")
+    p.add_argument("--model", action="append", default=[], metavar="NAME[@SEED]=PATH", help="a trained checkpoint scored as variant NAME (seed SEED) at its recorded step count")
     p.add_argument("--compare", nargs=2, metavar=("A", "B"), help="paired Wilcoxon test of variant A against B")
     p.add_argument("--report-only", action="store_true")
     p.add_argument("--no-progress", action="store_true")
@@ -341,11 +342,11 @@ def run_study(args, outdir: Path) -> None:
         if (method, "0", "0") not in done:
             append_scores(scores, score_method(create_method(method), sets, key, not args.no_progress))
     for text in args.model:
-        name, path = parse_model(text)
+        name, seed, path = parse_model(text)
         steps = str(read_metadata(path).get("info", {}).get("budget", {}).get("steps", 0))
-        if (name, "0", steps) not in done:
+        if (name, seed, steps) not in done:
             fn = create_method("causalfuse", weights=str(path), device=args.device)
-            append_scores(scores, score_method(fn, sets, {"variant": name, "seed": "0", "steps": steps}, not args.no_progress))
+            append_scores(scores, score_method(fn, sets, {"variant": name, "seed": seed, "steps": steps}, not args.no_progress))
     for name, overrides in variants:
         for seed in args.seeds:
             run = outdir / "runs" / f"{name}-s{seed}"
