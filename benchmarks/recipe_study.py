@@ -117,14 +117,9 @@ def append_scores(path: Path, rows: list[dict]) -> None:
 
 
 def val_sets(root: Path, max_images: int) -> dict[str, list]:
-    from causalfuse.bench.runner import resolve_datasets
+    from causalfuse.bench.runner import dataset_roots, resolve_datasets
 
-    if not root.is_dir():
-        raise CausalFuseError(f"{root}: no such folder of val sets")
-    sets = {d.name: d for d in sorted(root.iterdir()) if (d / "ir").is_dir() and (d / "vi").is_dir()}
-    if not sets:
-        raise CausalFuseError(f"{root}: holds no <set>/ir + <set>/vi folders")
-    pairs = resolve_datasets(sets)
+    pairs = resolve_datasets(dataset_roots([str(root)]))
     return {name: (p[:max_images] if max_images else p) for name, p in pairs.items()}
 
 

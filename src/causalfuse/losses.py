@@ -29,7 +29,7 @@ All inputs are (B, 1, H, W) tensors in [0, 1] with H, W >= the SSIM window.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
@@ -69,7 +69,7 @@ class LossWeights:
     @classmethod
     def from_dict(cls, data: dict) -> "LossWeights":
         """From a saved or user-written mapping; unknown keys and targets are refused."""
-        known = {"intensity", "gradient", "ssim", "intensity_target"}
+        known = {f.name for f in fields(cls)}
         bad = sorted(set(data) - known)
         if bad:
             raise CausalFuseError(f"unknown loss weight keys: {', '.join(bad)} (known: {', '.join(sorted(known))})")

@@ -77,9 +77,8 @@ def draw_crop_flip(height: int, width: int, size: int, rng: np.random.Generator,
 
 
 def draw_gamma(rng: np.random.Generator, strength: float) -> tuple[float, float]:
-    """Two independent exponents (infrared, visible), log-uniform in ``[exp(-strength), exp(strength)]``."""
-    if strength < 0:
-        raise CausalFuseError(f"gamma augmentation strength must be >= 0, got {strength}")
+    """Two independent exponents (infrared, visible), log-uniform in ``[exp(-strength), exp(strength)]``
+    (``strength`` >= 0, checked where it is configured)."""
     g = np.exp(rng.uniform(-strength, strength, size=2))
     return float(g[0]), float(g[1])
 

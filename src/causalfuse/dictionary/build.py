@@ -155,8 +155,9 @@ def fit_dictionary(
     prototypes = np.stack([reduced[labels == k].mean(axis=0) for k in order])
     # Some scikit-learn releases (1.9) spread duplicate points over identical
     # centres instead of leaving a cluster empty: check the result itself.
-    if count_distinct(prototypes, tol) < n_clusters:
-        raise _too_few_scenes(modality, n, n_clusters, f"only {count_distinct(prototypes, tol)} distinct prototypes")
+    distinct = count_distinct(prototypes, tol)
+    if distinct < n_clusters:
+        raise _too_few_scenes(modality, n, n_clusters, f"only {distinct} distinct prototypes")
     counts = counts[order]
     prov = dict(provenance or {})
     prov.update(

@@ -121,6 +121,14 @@ class TrainConfig:
     #: saved before them (they have no such key).
     LEGACY_DEFAULTS = {"gamma_aug": 0.0}
 
+    @classmethod
+    def with_legacy_defaults(cls, data: dict[str, Any]) -> dict[str, Any]:
+        """A saved configuration dict with the values older runs were trained with filled in."""
+        out = {**cls.LEGACY_DEFAULTS, **data}
+        if isinstance(out.get("loss"), dict):
+            out["loss"] = {**LossWeights.LEGACY_DEFAULTS, **out["loss"]}
+        return out
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["betas"] = list(self.betas)

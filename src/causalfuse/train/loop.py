@@ -42,7 +42,7 @@ from torch.utils.data import DataLoader, Sampler
 from .._device import resolve_device
 from ..checkpoint import save_model
 from ..errors import CausalFuseError
-from ..losses import FusionLoss, LossWeights
+from ..losses import FusionLoss
 from ..models.net import CausalFusionNet
 from . import distributed as dist_utils
 from .config import TrainConfig, config_differences
@@ -302,10 +302,7 @@ def _train(cfg: TrainConfig, device: torch.device, info: dist_utils.DistInfo, *,
         state = load_state(state_path)
         # Data folders compare as real paths: a relative and an absolute
         # spelling of the same folder is the same run.
-        saved = dict(state.config, data=[os.path.realpath(d) for d in state.config.get("data", [])])
-        saved = {**TrainConfig.LEGACY_DEFAULTS, **saved}  # runs saved before later options
-        if isinstance(saved.get("loss"), dict):
-            saved["loss"] = {**LossWeights.LEGACY_DEFAULTS, **saved["loss"]}
+        saved = TrainConfig.with_legacy_defaults(dict(state.config, data=[os.path.realpath(d) for d in state.config.get("data", [])]))
         diffs = config_differences(saved, dict(config_dict, data=[os.path.realpath(d) for d in config_dict["data"]]))
         if diffs:
             raise CausalFuseError(f"{state_path}: checkpoint of another configuration: " + "; ".join(diffs))
