@@ -3,7 +3,8 @@
 A checkpoint holds every tensor of :class:`CausalFusionNet` (weights and both
 confounder dictionaries, which are buffers) and, as string metadata, the
 network configuration, the dictionaries' provenance and free-form
-information (e.g. the training configuration and budget).
+information (e.g. the training configuration and budget), and the SHA-256
+of the tensors, checked with their finiteness whenever it is loaded.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .errors import CausalFuseError
+from .integrity import CHECKSUM_KEY, check_tensors, tensors_sha256
 from .io import atomic_path
 
 __all__ = ["FORMAT", "save_model", "load_model", "read_metadata"]
@@ -39,6 +41,7 @@ def save_model(path: str | os.PathLike, net: "torch.nn.Module", *, info: dict[st
         "config": net.config.to_json(),
         "dictionary": json.dumps(net.dictionary_provenance, sort_keys=True, default=str),
         "info": json.dumps(info or {}, sort_keys=True, default=str),
+        CHECKSUM_KEY: tensors_sha256(tensors),
     }
     path = Path(path)
     with atomic_path(path) as tmp:
@@ -69,7 +72,7 @@ def read_safetensors_metadata(path: str | os.PathLike, *, expect_format: str, wh
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
-    """The decoded metadata of a checkpoint: format, config, dictionary, info."""
+    """The decoded metadata of a checkpoint: format, config, dictionary, info, and the tensors' checksum (None in older files)."""
     raw = read_safetensors_metadata(path, expect_format=FORMAT, what="causalfuse model checkpoint", missing="no such checkpoint file")
     try:
         return {
@@ -77,6 +80,7 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
             "config": json.loads(raw["config"]),
             "dictionary": json.loads(raw.get("dictionary", "{}")),
             "info": json.loads(raw.get("info", "{}")),
+            "checksum": raw.get(CHECKSUM_KEY),
         }
     except (KeyError, json.JSONDecodeError) as exc:
         raise CausalFuseError(f"{path}: checkpoint metadata is damaged ({exc})") from None
@@ -93,7 +97,8 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu", u
 
     Raises:
         CausalFuseError: missing, corrupted or foreign file; tensors that do not
-            fit the configuration stored with them.
+            match their stored checksum, are not finite, or do not fit the
+            configuration stored with them.
     """
     from .models.lrr import state_mismatch
     from .models.net import CausalFusionNet, NetConfig
@@ -107,6 +112,7 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu", u
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
         raise CausalFuseError(f"{path}: checkpoint tensors cannot be read (corrupted file: {exc})") from None
+    check_tensors(tensors, path, meta["checksum"])
     missing, unexpected, wrong = state_mismatch(tensors, {k: tuple(v.shape) for k, v in net.state_dict().items()})
     if missing or unexpected or wrong:
         parts = []

@@ -15,8 +15,8 @@ tensor                    shape/dtype  meaning
 ========================  ===========  =========================================
 
 for ``m`` in ``ir`` and ``vi``, and the metadata key ``causalfuse.dictionary``
-holding the JSON ``{"format": 1, "ir": {provenance}, "vi": {provenance}}``.
-Clusters are stored largest first. No pickle is involved anywhere.
+holding the JSON ``{"format": 1, "ir": {provenance}, "vi": {provenance},
+"tensors_sha256": checksum}`` (the checksum is verified on loading). Clusters are stored largest first. No pickle is involved anywhere.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ..errors import CausalFuseError
+from ..integrity import CHECKSUM_KEY, check_tensors, tensors_sha256
 from ..io import atomic_path
 
 __all__ = ["ConfounderDictionary", "FORMAT_VERSION", "METADATA_KEY", "load_dictionaries", "save_dictionaries"]
@@ -152,11 +153,11 @@ def save_dictionaries(path: str | os.PathLike, ir: ConfounderDictionary, vi: Con
             raise CausalFuseError(f"save_dictionaries: the {expected} argument must be the {expected} ConfounderDictionary")
         d._check()
     tensors = {f"{d.modality}.{name}": getattr(d, name) for d in (ir, vi) for name in _FIELDS}
-    meta = {"format": FORMAT_VERSION, "ir": ir.provenance, "vi": vi.provenance}
+    # One metadata key (safetensors stores several in no fixed order): the same dictionaries, the same bytes.
+    meta = {"format": FORMAT_VERSION, "ir": ir.provenance, "vi": vi.provenance, CHECKSUM_KEY: tensors_sha256(tensors)}
     metadata = {METADATA_KEY: json.dumps(meta, sort_keys=True, default=_json_default)}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
-        os.chmod(tmp, 0o644)  # the temporary file is private (0600); the dictionary is not
     return path
 
 
@@ -198,6 +199,7 @@ def load_dictionaries(path: str | os.PathLike) -> tuple[ConfounderDictionary, Co
             f"{path}: dictionary format {meta.get('format') if isinstance(meta, dict) else meta!r} "
             f"is not the supported format {FORMAT_VERSION}"
         )
+    check_tensors(tensors, path, meta.get(CHECKSUM_KEY))
     out = []
     for modality in ("ir", "vi"):
         missing = [f"{modality}.{n}" for n in _FIELDS if f"{modality}.{n}" not in tensors]

@@ -11,7 +11,8 @@ Tensors:
 Metadata (strings): ``format``, ``config`` (the resolved training
 configuration, JSON), ``step``, ``elapsed`` (training seconds so far),
 ``param_groups`` (the optimizer's hyper-parameters, JSON), ``dictionary``
-(provenance). Never a pickle. Written atomically (temporary file, then
+(provenance), ``tensors_sha256`` (checked on loading, with the tensors'
+finiteness). Never a pickle. Written atomically (temporary file, then
 rename): an interrupted or failed write leaves the previous file intact.
 """
 
@@ -28,8 +29,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..errors import CausalFuseError
-from ..models.net import NetConfig
+from ..integrity import CHECKSUM_KEY, check_tensors, tensors_sha256
 from ..io import atomic_path
+from ..models.net import NetConfig
 
 __all__ = ["STATE_FORMAT", "TrainState", "save_state", "load_state", "read_state_metadata", "export_model"]
 
@@ -79,6 +81,7 @@ def save_state(
         "elapsed": repr(float(elapsed)),
         "param_groups": json.dumps(opt["param_groups"], sort_keys=True),
         "dictionary": json.dumps(getattr(net, "dictionary_provenance", {}), sort_keys=True, default=str),
+        CHECKSUM_KEY: tensors_sha256(tensors),
     }
     path = Path(path)
     with atomic_path(path) as tmp:
@@ -99,13 +102,15 @@ def load_state(path: str | os.PathLike) -> TrainState:
     """Read a checkpoint written by :func:`save_state`.
 
     Raises:
-        CausalFuseError: missing, unreadable or foreign file, damaged metadata.
+        CausalFuseError: missing, unreadable or foreign file, damaged metadata,
+            tensors that do not match their checksum or are not finite.
     """
     meta = read_state_metadata(path)
     try:
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
         raise CausalFuseError(f"{path}: checkpoint tensors cannot be read (corrupted file: {exc})") from None
+    check_tensors(tensors, path, meta.get(CHECKSUM_KEY))
     try:
         config = json.loads(meta["config"])
         if isinstance(config.get("net"), dict):
