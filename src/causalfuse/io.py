@@ -21,6 +21,7 @@ from .errors import CausalFuseError
 __all__ = [
     "IMAGE_EXTENSIONS",
     "atomic_path",
+    "check_writable",
     "load_image",
     "read_image",
     "to_float01",
@@ -81,7 +82,7 @@ def to_float01(arr: np.ndarray) -> np.ndarray:
     """Scale an image array to float32 in [0, 1] by its integer type.
 
     uint8 is divided by 255 and uint16 by 65535; float arrays are taken to be
-    in [0, 1] already and are checked.
+    in [0, 1] already and are checked (finite, in range).
     """
     if arr.dtype == np.uint8:
         return arr.astype(np.float32) / 255.0
@@ -91,6 +92,8 @@ def to_float01(arr: np.ndarray) -> np.ndarray:
         return arr.astype(np.float32)
     if np.issubdtype(arr.dtype, np.floating):
         out = arr.astype(np.float32)
+        if not np.isfinite(out).all():
+            raise CausalFuseError(f"the image contains {int(np.count_nonzero(~np.isfinite(out)))} NaN or infinite values")
         if out.size and (np.nanmin(out) < -1e-6 or np.nanmax(out) > 1 + 1e-6):
             raise CausalFuseError(
                 f"float image values must lie in [0, 1], got [{np.nanmin(out):.4g}, {np.nanmax(out):.4g}]; "
@@ -111,28 +114,72 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
     The temporary file keeps the final suffix so writers that pick a format
     from the name still work. On any error the temporary file is removed and
-    ``path`` is left as it was: a reader never sees a half-written file.
+    ``path`` is left as it was: a reader never sees a half-written file. The
+    file gets the permissions the user's umask gives new files (temporary
+    files are private, and some writers create theirs anew).
+
+    Raises:
+        CausalFuseError: ``path`` is a folder, or its folder cannot be
+            created or written to (naming the path and the reason).
     """
     path = Path(path)
     if path.is_dir():
         raise CausalFuseError(f"{path}: is a directory, but a file path is expected here")
     parent = path.parent
-    if not parent.exists():
+    try:
         parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=parent)
+    except OSError as exc:
+        raise CausalFuseError(f"{path}: cannot write here ({exc.strerror or exc})") from None
     os.close(fd)
     tmp_path = Path(tmp)
-    # mkstemp makes the file private (0600); give it the usual permissions.
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp_path, 0o666 & ~umask)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def check_writable(path: str | os.PathLike, *, bits: Literal[8, 16] = 8) -> Path:
+    """Check, before any work, that an image can be written to ``path``.
+
+    The suffix must name a known format (16-bit: PNG or TIFF), and the folder
+    must exist or be creatable and accept a new file (tried for real, so
+    read-only mounts and permissions are caught as the write would meet them).
+    Nothing is left behind.
+
+    Raises:
+        CausalFuseError: one line naming the path and the problem.
+    """
+    path = Path(path)
+    fmt = _format_for(path)
+    if bits == 16 and fmt not in ("PNG", "TIFF"):
+        raise CausalFuseError(f"{path}: 16-bit output needs a .png or .tif file, not {path.suffix}")
+    if path.is_dir():
+        raise CausalFuseError(f"{path}: is a directory, but a file path is expected here")
+    folder = path.parent
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise CausalFuseError(f"{path}: cannot write here ({existing} is a file, not a folder)")
+    probe_dir = folder if folder.exists() else existing
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".causalfuse-probe.", dir=probe_dir)
+    except OSError as exc:
+        raise CausalFuseError(f"{path}: cannot write here ({probe_dir}: {exc.strerror or exc})") from None
+    os.close(fd)
+    os.unlink(probe)
+    return path
 
 
 def write_image(path: str | os.PathLike, image: np.ndarray, *, bits: Literal[8, 16] = 8) -> Path:
