@@ -9,7 +9,7 @@ from PIL import Image
 from causalfuse import CausalFuseError
 from causalfuse.checkpoint import save_model
 from causalfuse.cli import main
-from causalfuse.fuse import fuse, fuse_folder, luminance_pair
+from causalfuse.fuse import PRODUCER_FILE, fuse, fuse_folder, luminance_pair
 from causalfuse.io import load_image, rgb_to_ycbcr, ycbcr_to_rgb
 from tests.test_net import small_net
 
@@ -102,7 +102,7 @@ def test_folder_cli_resumes_and_overwrites(tmp_path, ckpt, capsys):
     out = tmp_path / "out"
     args = ["fuse", "--ir", str(ir_dir), "--vi", str(vi_dir), "-o", str(out), "--weights", str(ckpt), "--device", "cpu", "-q"]
     assert main(args) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png", "c.png"]
+    assert sorted(p.name for p in out.iterdir()) == [PRODUCER_FILE, "a.png", "b.png", "c.png"]
     (out / "b.png").unlink()
     stamp = (out / "a.png").stat().st_mtime_ns
     assert main(args) == 0
@@ -120,7 +120,7 @@ def test_unmatched_stems_are_listed_or_skipped(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "only_ir" in err and "only_vi" in err and "--skip-unmatched" in err
     assert main(args + ["--skip-unmatched"]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png"]
+    assert sorted(p.name for p in out.glob("*.png")) == ["a.png", "b.png"]
 
 
 def test_empty_folder(tmp_path, capsys):
@@ -142,7 +142,7 @@ def test_bad_pair_in_a_folder_leaves_no_partial_output(tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["fuse", "--ir", str(ir_dir), "--vi", str(vi_dir), "-o", str(out), "--method", "average", "-q"]) == 2
     assert "b.png" in capsys.readouterr().err
-    assert sorted(p.name for p in out.iterdir()) == ["a.png"], "nothing half-written may be left"
+    assert sorted(p.name for p in out.iterdir()) == [PRODUCER_FILE, "a.png"], "nothing half-written may be left"
 
 
 def test_corrupted_or_mismatched_checkpoint_from_the_cli(tmp_path, capsys):

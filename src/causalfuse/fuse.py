@@ -9,11 +9,19 @@ all of them (DESIGN.md, "Colour, sizes, value ranges"):
 - 8-bit and 16-bit files are scaled to [0, 1];
 - any size works; learned methods run in overlapping tiles whose overlap is at
   least the network's receptive radius, so the tiled result equals the whole-
-  image result (no seams) while peak memory stays bounded.
+  image result (no seams) while peak memory stays bounded;
+- an alpha channel is dropped (the colour is fused as stored, whatever its
+  transparency), for files and arrays alike, as :mod:`causalfuse.metrics` does;
+- inputs are never overwritten: an output that is an input, by real path, is
+  refused, and an output folder records what produced it
+  (:data:`PRODUCER_FILE`: method, SHA-256 of the weights, bit depth), so a
+  re-run with another method or other weights does not take the old images
+  for its own.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,25 +32,32 @@ import torch
 
 from .data.paired import find_pairs
 from .errors import CausalFuseError
-from .io import load_image, rgb_to_ycbcr, to_float01, write_image, ycbcr_to_rgb
-from .models.registry import FusionMethod, create_method
+from .io import atomic_path, check_writable, load_image, rgb_to_ycbcr, to_float01, write_image, ycbcr_to_rgb
+from .models.registry import FusionMethod, create_method, get_method
 
-__all__ = ["fuse", "fuse_folder", "FolderResult", "luminance_pair", "run_tiled"]
+__all__ = ["fuse", "fuse_folder", "FolderResult", "luminance_pair", "run_tiled", "refuse_inputs_as_outputs", "PRODUCER_FILE"]
+
+#: The record, in an output folder, of what produced the images in it.
+PRODUCER_FILE = ".causalfuse-fuse.json"
 
 ImageLike = Union[str, os.PathLike, np.ndarray]
 
 
 def _as_image(x: ImageLike, what: str) -> tuple[np.ndarray, str]:
     if isinstance(x, (str, os.PathLike)):
-        return to_float01(load_image(x)), str(x)
-    arr = np.asarray(x)
-    if arr.ndim == 3 and arr.shape[2] == 1:
-        arr = arr[:, :, 0]
-    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)):
-        raise CausalFuseError(f"{what} image must be (H, W) or (H, W, 3), got shape {arr.shape}")
-    if arr.ndim == 3:
-        arr = arr[:, :, :3]
-    return to_float01(arr), f"the {what} array"
+        arr, name = load_image(x), str(x)
+    else:
+        arr, name = np.asarray(x), f"the {what} array"
+        if arr.ndim == 3 and arr.shape[2] == 1:
+            arr = arr[:, :, 0]
+        if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)):
+            raise CausalFuseError(f"{what} image must be (H, W), (H, W, 3) or (H, W, 4), got shape {arr.shape}")
+        if arr.ndim == 3:
+            arr = arr[:, :, :3]  # alpha dropped, as load_image does for files
+    try:
+        return to_float01(arr), name
+    except CausalFuseError as exc:
+        raise CausalFuseError(f"{name}: {exc}") from None
 
 
 def luminance_pair(ir: ImageLike, vi: ImageLike) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -75,6 +90,8 @@ def fuse(
     method: str | FusionMethod = "causalfuse",
     weights: str | os.PathLike | None = None,
     device: str = "auto",
+    *,
+    progress: bool = False,
 ) -> np.ndarray:
     """Fuse one infrared-visible pair.
 
@@ -85,20 +102,30 @@ def fuse(
             or an already created method.
         weights: checkpoint for learned methods (None: the bundled one).
         device: ``auto``, ``cpu`` or ``cuda``.
+        progress: show a progress bar over the tiles of a large image.
 
     Returns:
         The fused image, float32 in [0, 1]: (H, W, 3) when the visible image is
         colour, (H, W) otherwise.
+
+    Raises:
+        CausalFuseError: unreadable inputs, NaN or out-of-range values, sizes
+            that differ, or a method whose output is not finite.
     """
-    fn = create_method(method, weights=weights, device=device) if isinstance(method, str) else method
     ir_y, vi_y, cbcr = luminance_pair(ir, vi)
-    return _recombine(_call(fn, ir_y, vi_y), cbcr)
+    fn = create_method(method, weights=weights, device=device) if isinstance(method, str) else method
+    return _recombine(_call(fn, ir_y, vi_y, progress=progress), cbcr)
 
 
-def _call(fn: FusionMethod, ir_y: np.ndarray, vi_y: np.ndarray) -> np.ndarray:
+def _call(fn: FusionMethod, ir_y: np.ndarray, vi_y: np.ndarray, *, progress: bool = False) -> np.ndarray:
+    if progress and hasattr(fn, "progress"):
+        fn.progress = True
     out = np.asarray(fn(ir_y, vi_y), dtype=np.float32)
     if out.shape != ir_y.shape:
-        raise RuntimeError(f"fusion method returned shape {out.shape} for inputs of shape {ir_y.shape}")
+        raise CausalFuseError(f"the fusion method returned shape {out.shape} for inputs of shape {ir_y.shape}")
+    bad = int(np.count_nonzero(~np.isfinite(out)))
+    if bad:
+        raise CausalFuseError(f"the fusion method returned {bad} NaN or infinite values of {out.size} (damaged weights?)")
     return np.clip(out, 0.0, 1.0)
 
 
@@ -108,6 +135,10 @@ def _recombine(y: np.ndarray, cbcr: np.ndarray | None) -> np.ndarray:
     return ycbcr_to_rgb(np.concatenate([y[..., None], cbcr], axis=-1))
 
 
+#: Images of this many tiles or more show a progress bar over them (``progress=True``).
+PROGRESS_TILES = 8
+
+
 def run_tiled(
     forward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     ir: torch.Tensor,
@@ -115,26 +146,32 @@ def run_tiled(
     *,
     tile: int = 512,
     overlap: int = 16,
+    progress: bool = False,
 ) -> torch.Tensor:
     """Apply ``forward`` to (1, 1, H, W) tensors in overlapping tiles.
 
     Each tile is extended by ``overlap`` pixels on every side that lies inside
     the image and only its core is kept. With ``overlap`` at least the
     receptive radius of ``forward`` the result equals ``forward(ir, vi)``.
+    With ``progress``, images of :data:`PROGRESS_TILES` tiles or more show a
+    progress bar over their tiles.
     """
+    from tqdm.auto import tqdm
+
     h, w = ir.shape[-2:]
     if h <= tile + 2 * overlap and w <= tile + 2 * overlap:
         return forward(ir, vi)
     out = torch.empty_like(ir)
-    for y0 in range(0, h, tile):
-        for x0 in range(0, w, tile):
-            y1, x1 = min(y0 + tile, h), min(x0 + tile, w)
-            ya, xa = max(0, y0 - overlap), max(0, x0 - overlap)
-            yb, xb = min(h, y1 + overlap), min(w, x1 + overlap)
-            if yb - ya < 2 or xb - xa < 2:  # a sliver: grow it inwards
-                ya, xa = max(0, min(ya, yb - 2)), max(0, min(xa, xb - 2))
-            part = forward(ir[..., ya:yb, xa:xb], vi[..., ya:yb, xa:xb])
-            out[..., y0:y1, x0:x1] = part[..., y0 - ya : y1 - ya, x0 - xa : x1 - xa]
+    corners = [(y0, x0) for y0 in range(0, h, tile) for x0 in range(0, w, tile)]
+    bar = tqdm(corners, desc=f"tiles of {w} x {h}", unit="tile", leave=False, disable=not progress or len(corners) < PROGRESS_TILES)
+    for y0, x0 in bar:
+        y1, x1 = min(y0 + tile, h), min(x0 + tile, w)
+        ya, xa = max(0, y0 - overlap), max(0, x0 - overlap)
+        yb, xb = min(h, y1 + overlap), min(w, x1 + overlap)
+        if yb - ya < 2 or xb - xa < 2:  # a sliver: grow it inwards
+            ya, xa = max(0, min(ya, yb - 2)), max(0, min(xa, xb - 2))
+        part = forward(ir[..., ya:yb, xa:xb], vi[..., ya:yb, xa:xb])
+        out[..., y0:y1, x0:x1] = part[..., y0 - ya : y1 - ya, x0 - xa : x1 - xa]
     return out
 
 
@@ -150,6 +187,64 @@ class FolderResult:
 
 def output_path_for(out_dir: Path, name: str, ext: str) -> Path:
     return out_dir / f"{name}{ext}"
+
+
+def _real(path: Path) -> str:
+    return os.path.realpath(path)
+
+
+def refuse_inputs_as_outputs(outputs: list[Path], inputs: list[Path]) -> None:
+    """Refuse any output that is, by real path, one of the inputs.
+
+    Symbolic links and relative spellings are resolved, and hard links to an
+    input count as the input.
+
+    Raises:
+        CausalFuseError: naming the output and the input it would overwrite.
+    """
+    real_inputs = {_real(p): p for p in inputs}
+    for out in outputs:
+        source = real_inputs.get(_real(out))
+        if source is None and out.exists():
+            source = next((p for p in inputs if p.exists() and os.path.samefile(p, out)), None)
+        if source is not None:
+            raise CausalFuseError(f"{out}: this output would overwrite the input {source}; choose another output path")
+
+
+def producer_record(method: str, weights: str | os.PathLike | None, bits: int) -> dict:
+    """What makes an output folder's images: method, SHA-256 of its weights (None without weights), bit depth."""
+    from .integrity import file_sha256
+    from .models.methods import weights_file
+
+    get_method(method)  # unknown names fail here, listing the known ones
+    path = weights_file(method, weights)
+    if path is not None and not path.is_file():
+        raise CausalFuseError(f"{path}: no such weights file for {method}")
+    return {"method": method, "weights_sha256": file_sha256(path) if path is not None else None, "bits": int(bits)}
+
+
+def _describe(record: dict) -> str:
+    digest = record.get("weights_sha256")
+    weights = f" with weights sha256 {digest[:12]}..." if digest else ""
+    return f"{record.get('method')}{weights}, {record.get('bits')}-bit"
+
+
+def _read_producer(out_dir: Path) -> dict | None:
+    path = out_dir / PRODUCER_FILE
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise CausalFuseError(f"{path}: damaged record of what produced this folder ({exc}); remove it, or use --overwrite") from None
+    if not isinstance(record, dict):
+        raise CausalFuseError(f"{path}: damaged record of what produced this folder; remove it, or use --overwrite")
+    return record
+
+
+def _write_producer(out_dir: Path, record: dict) -> None:
+    with atomic_path(out_dir / PRODUCER_FILE) as tmp:
+        tmp.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
 
 
 def fuse_folder(
@@ -170,7 +265,16 @@ def fuse_folder(
     """Fuse every pair of two folders (matched by file stem) into ``out_dir``.
 
     Existing outputs are skipped unless ``overwrite``, so an interrupted run
-    resumes where it stopped; every output is written atomically.
+    resumes where it stopped; every output is written atomically. Before any
+    fusion the outputs are checked: none may be an input, the folder must
+    accept files of type ``ext`` at ``bits``, and images already there must
+    have been made by the same method, weights (by content) and bit depth,
+    as recorded in the folder's :data:`PRODUCER_FILE` (``overwrite`` replaces
+    them and the record).
+
+    Raises:
+        CausalFuseError: before any work for the cases above; during the work
+            for a bad pair unless ``keep_going``.
     """
     import time
 
@@ -180,11 +284,35 @@ def fuse_folder(
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise CausalFuseError(f"{out_dir}: exists and is not a folder; give a folder for the outputs of two input folders")
+    for flag, folder in (("--ir", Path(ir_dir)), ("--vi", Path(vi_dir))):
+        if _real(out_dir) == _real(folder):
+            raise CausalFuseError(f"{out_dir}: the output folder is the input folder {flag} {folder}; choose another output folder")
+    targets = [(pair, output_path_for(out_dir, pair.name, ext)) for pair in pairs]
+    refuse_inputs_as_outputs([t for _, t in targets], [p for pair in pairs for p in (Path(pair.ir), Path(pair.vi))])
+    check_writable(out_dir / f"fused{ext}", bits=bits)
+    producer = producer_record(method, weights, bits)
+    existing = [t for _, t in targets if t.exists()]
+    if existing and not overwrite:
+        recorded = _read_producer(out_dir)
+        if recorded is None:
+            raise CausalFuseError(
+                f"{out_dir}: already holds {len(existing)} of these outputs ({existing[0].name}, ...) with no record of what "
+                f"made them ({PRODUCER_FILE}); choose another folder, or --overwrite to replace them"
+            )
+        if {k: recorded.get(k) for k in producer} != producer:
+            raise CausalFuseError(
+                f"{out_dir}: holds outputs of {_describe(recorded)}, but this run is {_describe(producer)}; "
+                "choose another folder, or --overwrite to replace them"
+            )
+        if recorded.get("overwriting"):
+            raise CausalFuseError(
+                f"{out_dir}: an --overwrite run into this folder was interrupted, so some images may be older ones; "
+                "run it again with --overwrite"
+            )
     out_dir.mkdir(parents=True, exist_ok=True)
     result = FolderResult()
     todo = []
-    for pair in pairs:
-        target = output_path_for(out_dir, pair.name, ext)
+    for pair, target in targets:
         if target.exists() and not overwrite:
             result.skipped.append(target)
         else:
@@ -192,13 +320,17 @@ def fuse_folder(
     if not todo:
         return result
     fn = create_method(method, weights=weights, device=device)
+    # While an overwrite is under way the folder holds old and new images: the
+    # record says so until every output has been replaced.
+    replacing = overwrite and any(t.exists() for _, t in todo)
+    _write_producer(out_dir, {**producer, "overwriting": replacing})
     start = time.perf_counter()
     bar = tqdm(todo, desc=f"fusing ({method})", unit="pair", disable=not progress)
     for pair, target in bar:
         bar.set_postfix_str(pair.name)
         try:
             ir_y, vi_y, cbcr = luminance_pair(pair.ir, pair.vi)
-            write_image(target, _recombine(_call(fn, ir_y, vi_y), cbcr), bits=bits)
+            write_image(target, _recombine(_call(fn, ir_y, vi_y, progress=progress), cbcr), bits=bits)
         except CausalFuseError as exc:
             if not keep_going:
                 raise
@@ -206,4 +338,6 @@ def fuse_folder(
             continue
         result.written.append(target)
     result.seconds = time.perf_counter() - start
+    if replacing and not result.failed:
+        _write_producer(out_dir, {**producer, "overwriting": False})
     return result

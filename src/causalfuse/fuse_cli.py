@@ -26,7 +26,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", default="causalfuse", help=f"fusion method: {', '.join(list_methods())} (default: causalfuse)")
     p.add_argument("--weights", type=Path, default=None, help="checkpoint of a learned method (default: the bundled one)")
     p.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu or cuda")
-    p.add_argument("--overwrite", action="store_true", help="for folders: replace existing outputs (default: skip them, so an interrupted run resumes)")
+    p.add_argument(
+        "--overwrite", action="store_true",
+        help="for folders: replace existing outputs, also those of another method or weights (default: skip this run's own, so an interrupted run resumes)",
+    )
     p.add_argument("--skip-unmatched", action="store_true", help="fuse the matching pairs and ignore names present in one folder only")
     p.add_argument("--ext", default=".png", help="output file type for folders (default .png)")
     p.add_argument("--bits", type=int, choices=(8, 16), default=8, help="output bit depth (16 needs PNG or TIFF; default 8)")
@@ -35,8 +38,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .fuse import fuse, fuse_folder
-    from .io import write_image
+    from .fuse import fuse, fuse_folder, refuse_inputs_as_outputs
+    from .io import check_writable, write_image
 
     ir, vi, out = args.ir, args.vi, args.output
     if ir.is_dir() != vi.is_dir():
@@ -57,7 +60,10 @@ def run(args: argparse.Namespace) -> int:
         return 1 if res.failed else 0
     if out.is_dir():
         raise CausalFuseError(f"{out}: is a directory, but fusing one pair writes one file; give a file name such as {out / 'fused.png'}")
-    fused = fuse(ir, vi, method=args.method, weights=args.weights, device=args.device)
+    # Everything that would fail the write is checked before the work.
+    refuse_inputs_as_outputs([out], [ir, vi])
+    check_writable(out, bits=args.bits)
+    fused = fuse(ir, vi, method=args.method, weights=args.weights, device=args.device, progress=not args.quiet)
     write_image(out, fused, bits=args.bits)
     print(f"fused -> {out}")
     return 0

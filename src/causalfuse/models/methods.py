@@ -13,7 +13,7 @@ from .._device import resolve_device
 from ..errors import CausalFuseError
 from .registry import register_method
 
-__all__ = ["bundled_weights", "NetworkMethod"]
+__all__ = ["bundled_weights", "weights_file", "NetworkMethod"]
 
 PAPER = "Causality-Driven Infrared and Visible Image Fusion (BAFFM over LRRNet features)"
 LRRNET = "Li et al., LRRNet, IEEE TPAMI 2023, doi:10.1109/TPAMI.2023.3268209"
@@ -25,6 +25,17 @@ def bundled_weights(name: str) -> Path:
     if not path.is_file():
         raise CausalFuseError(f"no bundled weights for {name!r} in this installation ({path}); pass --weights FILE")
     return path
+
+
+#: Methods whose default weights ship with the package, and the file's name.
+BUNDLED = {"causalfuse": "causalfuse", "causalfuse-nobaffm": "causalfuse-nobaffm"}
+
+
+def weights_file(method: str, weights: str | os.PathLike | None) -> Path | None:
+    """The weights file ``method`` runs with: ``weights``, else its bundled one, else None (no weights)."""
+    if weights is not None:
+        return Path(weights)
+    return bundled_weights(BUNDLED[method]) if method in BUNDLED else None
 
 
 class NetworkMethod:
@@ -42,6 +53,7 @@ class NetworkMethod:
         self.tile = tile
         self.overlap = overlap if overlap is not None else 16
         self.n_parameters = sum(p.numel() for p in net.parameters())
+        self.progress = False  # a progress bar over the tiles of large images
         self._prepare = prepare
         self._finish = finish
 
@@ -53,7 +65,7 @@ class NetworkMethod:
         ir_t = torch.from_numpy(np.ascontiguousarray(ir, dtype=np.float32))[None, None].to(self.device)
         vi_t = torch.from_numpy(np.ascontiguousarray(vi, dtype=np.float32))[None, None].to(self.device)
         with torch.inference_mode():
-            out = run_tiled(self.net, ir_t, vi_t, tile=self.tile, overlap=self.overlap)
+            out = run_tiled(self.net, ir_t, vi_t, tile=self.tile, overlap=self.overlap, progress=self.progress)
         out = out[0, 0].float().cpu().numpy()
         return self._finish(out) if self._finish is not None else out
 
@@ -62,7 +74,7 @@ def _load_causal(weights: str | os.PathLike | None, default: str, device: str, u
     from ..checkpoint import load_model
 
     dev = resolve_device(device)
-    path = Path(weights) if weights is not None else bundled_weights(default)
+    path = Path(weights) if weights is not None else bundled_weights(BUNDLED[default])
     net = load_model(path, device=dev, use_baffm=use_baffm)
     return NetworkMethod(net, dev)
 
