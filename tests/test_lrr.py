@@ -239,6 +239,12 @@ def test_bad_weight_files_are_refused(tmp_path, official_file, official_state):
     with pytest.raises(CausalFuseError, match=r"garbage\.model.*could not be read"):
         load_lrrnet_state(garbage)
 
+    pickled = tmp_path / "pickled.model"
+    torch.save({"get_ls1.lamj": np.zeros((1, 256), dtype=np.float32)}, pickled)  # a NumPy array: a Python object, not a tensor
+    with pytest.raises(CausalFuseError, match=r"pickled\.model.*holds Python objects other than tensors") as info:
+        load_lrrnet_state(pickled)
+    assert "weights_only" not in str(info.value), "PyTorch's advice to run the file's code must not be passed on"
+
     truncated = tmp_path / "truncated.model"
     truncated.write_bytes(official_file.read_bytes()[:50_000])
     with pytest.raises(CausalFuseError, match=r"truncated\.model.*could not be read"):

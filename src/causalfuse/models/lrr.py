@@ -44,6 +44,7 @@ memory traffic on the 256-channel full-resolution code Z, not arithmetic. Here
 from __future__ import annotations
 
 import os
+import pickle
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -783,6 +784,15 @@ def load_lrrnet_state(path: str | Path) -> dict[str, torch.Tensor]:
         raise CausalFuseError(f"LRRNet weights file {str(path)!r} does not exist" + (" (it is a directory)" if path.is_dir() else ""))
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # PyTorch's message advises loading with weights_only=False, i.e. running
+        # whatever code the file holds: not advice to pass on.
+        if "Unsupported global" in str(exc):
+            raise CausalFuseError(
+                f"LRRNet weights file {str(path)!r} holds Python objects other than tensors (a pickled model or other "
+                "objects), which causalfuse does not unpickle, as that can run code; give the published state dict"
+            ) from None
+        raise CausalFuseError(f"LRRNet weights file {str(path)!r} could not be read: not a PyTorch weights file (corrupt, or another format)") from None
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CausalFuseError(f"LRRNet weights file {str(path)!r} could not be read as a PyTorch state dict (corrupt or not a weights file): {first}") from None
