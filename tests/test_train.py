@@ -216,6 +216,7 @@ def test_bad_lrrnet_file_refused(tiny, tmp_path):
     bad.write_bytes(b"\x00" * 100)
     with pytest.raises(CausalFuseError, match="lrrnet.model"):
         train(_cfg(tiny, tmp_path / "r", lrrnet_weights=str(bad)))
+    assert not (tmp_path / "r").exists()
 
 
 def test_no_pairs_refused(tmp_path, tiny):
@@ -223,6 +224,11 @@ def test_no_pairs_refused(tmp_path, tiny):
     (tmp_path / "empty" / "vi").mkdir(parents=True)
     with pytest.raises(CausalFuseError):
         train(_cfg(tiny, tmp_path / "r", data=[str(tmp_path / "empty")]))
+    assert not (tmp_path / "r").exists(), "a failed run leaves no empty run folder"
+    (tmp_path / "mine").mkdir()
+    with pytest.raises(CausalFuseError):
+        train(_cfg(tiny, tmp_path / "mine", data=[str(tmp_path / "empty")]))
+    assert (tmp_path / "mine").is_dir(), "a folder the user made is left alone"
 
 
 def test_interrupted_checkpoint_write_keeps_the_previous_file(tiny, tmp_path, monkeypatch):

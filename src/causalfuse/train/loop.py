@@ -29,6 +29,7 @@ import hashlib
 import io as _io
 import math
 import os
+import shutil
 import signal
 import time
 from dataclasses import dataclass, field
@@ -268,8 +269,16 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = No
     if info.enabled and device.type == "cuda":
         device = torch.device("cuda", info.local_rank)
         torch.cuda.set_device(device)
+    run = Path(cfg.output)
+    created = info.is_main and not run.exists()
     try:
         return _train(cfg, device, info, resume=resume, stop_after=stop_after)
+    except BaseException:
+        # A run that failed before its first checkpoint leaves no folder behind
+        # (only one this call created: a user's existing folder is left alone).
+        if created and run.is_dir() and not (run / STATE_FILE).exists():
+            shutil.rmtree(run, ignore_errors=True)
+        raise
     finally:
         dist_utils.shutdown(info)
 
