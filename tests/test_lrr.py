@@ -346,3 +346,40 @@ def test_project_channels_equals_1x1_conv():
     out = project_channels(z, w)
     assert out.requires_grad
     torch.testing.assert_close(torch.autograd.grad(out.sum(), w)[0], torch.autograd.grad(ref.sum(), w)[0])
+
+
+def test_no_cxx_compiler_gives_one_warning_line_and_the_same_image(tmp_path, monkeypatch, capsys):
+    """Without a working C++ compiler every kernel would fail to compile: one line says so, once."""
+    from causalfuse import fuse
+    from causalfuse.cli import main
+    from causalfuse.models import lrr
+
+    monkeypatch.setenv("CAUSALFUSE_COMPILE", "1")
+    monkeypatch.setattr(lrr, "_COMPILE_UNAVAILABLE", None)
+    for name, fn, eager in [
+        ("_FIRST", lrr._first_into, lrr._first_into_eager),
+        ("_UPDATE", lrr._update_, lrr._update_eager_),
+        ("_MASK", lrr._mask_, lrr._mask_eager_),
+        ("_PROJECT", lrr._project_pw, lrr._project),
+        ("_RESIDUAL_TAPS", lrr._residual_taps_pw, lrr._residual_taps_eager),
+        ("_RESIDUAL_TAPS_BWD", lrr._residual_taps_bwd_pw, lrr._residual_taps_bwd_eager),
+    ]:
+        monkeypatch.setattr(lrr, name, lrr._Kernel(fn, eager))  # never compiled yet
+
+    def no_compiler(*args, **kwargs):
+        raise RuntimeError("InvalidCxxCompiler: No working C++ compiler found in torch._inductor.config.cpp.cxx")
+
+    monkeypatch.setattr(torch, "compile", no_compiler)
+    rng = np.random.default_rng(0)
+    a, b = (rng.integers(0, 256, (24, 30), dtype=np.uint8) for _ in range(2))
+    Image.fromarray(a).save(tmp_path / "a.png")
+    Image.fromarray(b).save(tmp_path / "b.png")
+    assert main(["fuse", "--ir", str(tmp_path / "a.png"), "--vi", str(tmp_path / "b.png"), "-o", str(tmp_path / "f.png"), "--device", "cpu"]) == 0
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert err == [
+        "causalfuse: warning: no working C++ compiler for torch.compile, so fusion runs in eager PyTorch kernels: "
+        "the same result, more slowly (install g++, or set CAUSALFUSE_COMPILE=0 to skip the attempt)"
+    ]
+    monkeypatch.setenv("CAUSALFUSE_COMPILE", "0")
+    eager = fuse(tmp_path / "a.png", tmp_path / "b.png", device="cpu")
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "f.png")), np.rint(eager * 255).astype(np.uint8))

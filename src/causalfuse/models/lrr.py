@@ -56,7 +56,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
-from ..errors import CausalFuseError
+from ..errors import CausalFuseError, CausalFuseWarning
 
 __all__ = [
     "soft_threshold",
@@ -331,8 +331,17 @@ def compile_available() -> bool:
     return _compile_wanted() and hasattr(torch, "compile")
 
 
+#: Why compilation is off for every kernel (no working C++ compiler, ...); None while it works.
+_COMPILE_UNAVAILABLE: str | None = None
+
+
 class _Kernel:
-    """A pointwise kernel: compiled on first use, with a permanent eager fallback if that fails."""
+    """A pointwise kernel: compiled on first use, with a permanent eager fallback if that fails.
+
+    A failure that will hit every kernel (no working C++ compiler) turns
+    compilation off for all of them, with one warning; any other failure
+    turns it off for this kernel only.
+    """
 
     def __init__(self, fn: Callable[..., Any], eager: Callable[..., Any]) -> None:
         self.fn = fn
@@ -340,22 +349,32 @@ class _Kernel:
         self._compiled: Any = None  # None: not tried yet; False: unavailable
 
     def __call__(self, *args: Any, use_compile: bool = True) -> Any:
+        global _COMPILE_UNAVAILABLE
         # Detached views (same storage): requires_grad flags must not trigger recompilation.
         args = tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in args)
-        if use_compile and self._compiled is not False and compile_available():
+        if use_compile and self._compiled is not False and _COMPILE_UNAVAILABLE is None and compile_available():
             try:
                 if self._compiled is None:
                     self._compiled = torch.compile(self.fn, dynamic=True, fullgraph=True)
                 return self._compiled(*args)
             except Exception as exc:  # no C++ compiler, unsupported platform, ...
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-                warnings.warn(
-                    f"causalfuse: torch.compile of the LRR kernel {self.fn.__name__} failed "
-                    f"({type(exc).__name__}: {first}); using the slower eager kernel",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
                 self._compiled = False
+                text = f"{type(exc).__name__}: {str(exc).strip()}"
+                if "CxxCompiler" in text or "C++ compiler" in text:
+                    _COMPILE_UNAVAILABLE = text.splitlines()[0]
+                    warnings.warn(
+                        "no working C++ compiler for torch.compile, so fusion runs in eager PyTorch kernels: "
+                        "the same result, more slowly (install g++, or set CAUSALFUSE_COMPILE=0 to skip the attempt)",
+                        CausalFuseWarning,
+                        stacklevel=2,
+                    )
+                else:
+                    warnings.warn(
+                        f"torch.compile of the LRR kernel {self.fn.__name__} failed ({text.splitlines()[0] if text else ''}); "
+                        "using the slower eager kernel",
+                        CausalFuseWarning,
+                        stacklevel=2,
+                    )
         return self.eager(*args)
 
 
