@@ -31,11 +31,14 @@ import numpy as np
 
 from ..errors import CausalFuseError
 from ..io import atomic_path
-from .runner import (
+from .files import (
+    CLUSTER_FIELDS,
     ERROR_FIELDS,
     MISSING_FIELDS,
     PAIR_FIELDS,
     RESULT_FIELDS,
+    SCENE_FIELDS,
+    external_folder,
     fused_path,
     read_csv,
 )
@@ -66,8 +69,6 @@ class RunData:
 
 def load_run(outdir: str | os.PathLike) -> RunData:
     """Read the configuration and CSVs of a bench output folder."""
-    from .scenes import CLUSTER_FIELDS, SCENE_FIELDS
-
     outdir = Path(outdir)
     config_path = outdir / "config.json"
     if not config_path.is_file():
@@ -420,12 +421,11 @@ def _fused_file(run: RunData, dataset: str, label: str, image: str) -> Path | No
         return None
     if spec.get("external"):
         from ..data.paired import list_images
-        from .runner import _external_folder
 
         root = Path(spec["external"])
         if not root.is_dir():
             return None
-        folder = _external_folder(root, dataset, len(run.datasets))
+        folder = external_folder(root, dataset, len(run.datasets))
         return list_images(folder).get(image) if folder is not None else None
     return fused_path(run.outdir, dataset, label, image)
 

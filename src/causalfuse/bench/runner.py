@@ -1,30 +1,11 @@
 """The benchmark runner: methods x datasets x metrics -> tidy CSVs.
 
-An output folder ``OUTDIR`` of a run holds:
-
-==========================  ===================================================
-``config.json``             the run's configuration (methods, data, metrics...)
-``fused/<dataset>/<method>/<image>.png``
-                            fused images, written atomically and reused when
-                            present (an interrupted run resumes)
-``results.csv``             dataset, image, method, metric, value (tidy)
-``timing.csv``              dataset, image, method, ms (fusion only, no I/O)
-``methods.csv``             per method: kind, weights, parameters, median ms per
-                            image, images per second
-``errors.csv``              dataset, image, method, stage, message
-``missing.csv``             dataset, image, method (external folders lacking
-                            an image)
-``pairs.csv``               dataset, image, ir, vi: the source files
-``scenes.csv`` and ``scene_clusters.csv``
-                            scene assignments (see :mod:`.scenes`)
-==========================  ===================================================
-
-The report (:mod:`.report`) is made from these files alone.
+The files a run writes into its output folder are listed in :mod:`.files`;
+the report (:mod:`.report`) is made from those files alone.
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import math
@@ -44,6 +25,18 @@ import numpy as np
 from ..data.paired import Pair, find_pairs, list_images, natural_key, resolve_layout
 from ..errors import CausalFuseError
 from ..io import atomic_path
+from .files import (
+    ERROR_FIELDS,
+    METHOD_FIELDS,
+    MISSING_FIELDS,
+    PAIR_FIELDS,
+    RESULT_FIELDS,
+    TIMING_FIELDS,
+    external_folder,
+    fused_path,
+    read_csv,
+    write_csv,
+)
 
 __all__ = [
     "BenchConfig",
@@ -59,13 +52,6 @@ __all__ = [
 ]
 
 DEFAULT_METRICS = ("MI", "VIF", "Qabf", "SSIM")
-
-RESULT_FIELDS = ("dataset", "image", "method", "metric", "value")
-TIMING_FIELDS = ("dataset", "image", "method", "ms")
-ERROR_FIELDS = ("dataset", "image", "method", "stage", "message")
-MISSING_FIELDS = ("dataset", "image", "method")
-PAIR_FIELDS = ("dataset", "image", "ir", "vi")
-METHOD_FIELDS = ("method", "kind", "source", "weights", "parameters", "images_timed", "ms_per_image", "images_per_s")
 
 # Files of a run that --overwrite may delete (never anything else in OUTDIR).
 _RUN_FILES = (
@@ -291,31 +277,6 @@ def load_config(outdir: str | os.PathLike) -> BenchConfig:
         raise CausalFuseError(f"{path}: damaged bench configuration ({exc})") from None
 
 
-# ----------------------------------------------------------------------- CSV I/O
-
-
-def read_csv(path: str | os.PathLike, fields: Sequence[str]) -> list[dict[str, str]]:
-    """Rows of a CSV written by :func:`write_csv`; [] when absent.
-
-    Rows that lack a field (a line cut by an interruption) are dropped.
-    """
-    path = Path(path)
-    if not path.is_file():
-        return []
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    return [r for r in rows if all(r.get(k) is not None for k in fields)]
-
-
-def write_csv(path: str | os.PathLike, fields: Sequence[str], rows: Iterable[dict[str, Any]]) -> None:
-    """Write the whole CSV atomically (a reader never sees half a file)."""
-    with atomic_path(path) as tmp:
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=list(fields), extrasaction="ignore", lineterminator="\n")
-            writer.writeheader()
-            writer.writerows(rows)
-
-
 def _fmt(value: float) -> str:
     return "nan" if value is None or (isinstance(value, float) and math.isnan(value)) else repr(float(value))
 
@@ -329,23 +290,6 @@ class _Job:
     pair: Pair
     method: MethodSpec
     fused: Path | None  # None: missing (external)
-
-
-def safe_name(name: str) -> str:
-    """A folder name for a dataset or method label."""
-    return re.sub(r"[^A-Za-z0-9._+@-]", "_", name)
-
-
-def fused_path(outdir: Path, dataset: str, label: str, image: str) -> Path:
-    return outdir / "fused" / safe_name(dataset) / safe_name(label) / f"{image}.png"
-
-
-def _external_folder(root: Path, dataset: str, n_datasets: int) -> Path | None:
-    """Where the fused images of ``dataset`` are in an external folder."""
-    for child in root.iterdir():
-        if child.is_dir() and child.name.lower() == dataset.lower():
-            return child
-    return root if n_datasets == 1 else None
 
 
 def config_conflicts(old: "BenchConfig", new: "BenchConfig") -> list[str]:
@@ -566,7 +510,7 @@ def run_bench(
     for spec in config.methods:
         for dataset, pairs in datasets.items():
             if spec.external is not None:
-                folder = _external_folder(Path(spec.external), dataset, len(datasets))
+                folder = external_folder(Path(spec.external), dataset, len(datasets))
                 files = list_images(folder) if folder is not None else {}
                 for pair in pairs:
                     path = files.get(pair.name)

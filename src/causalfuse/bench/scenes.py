@@ -38,6 +38,7 @@ import numpy as np
 
 from ..data.paired import Pair
 from ..errors import CausalFuseError
+from .files import CLUSTER_FIELDS, SCENE_FIELDS, read_csv, write_csv
 
 __all__ = [
     "SCENE_FIELDS",
@@ -49,8 +50,6 @@ __all__ = [
     "scene_bias",
 ]
 
-SCENE_FIELDS = ("dataset", "image", "cluster", "distance")
-CLUSTER_FIELDS = ("cluster", "train_count", "train_frequency", "status")
 
 
 def default_dictionary() -> Path | None:
@@ -114,7 +113,6 @@ def assign_scenes(
     from .._device import resolve_device
     from ..dictionary.io import load_dictionaries
     from ..io import read_image
-    from .runner import read_csv, write_csv
 
     outdir = Path(outdir)
     _, vi_dict = load_dictionaries(dictionary)
