@@ -150,3 +150,35 @@ def test_source_cache_is_a_pure_speed_up():
     other = compute(f[::-1].copy(), ir, vi, ["SSIM", "VIF"], colour="vifb", threads=1)  # same sources, other fused
     source_cache.clear()
     assert other == compute(f[::-1].copy(), ir, vi, ["SSIM", "VIF"], colour="vifb", threads=1)
+
+
+# Smallest height and width at which each windowed metric has a value, found by
+# running the functions (which return the original's NaN or -inf below it) on
+# every size from 1 to 70 pixels; every other metric is defined from 1 pixel on.
+MIN_SIZES = {"AG": 2, "SSIM": 11, "VIF": 41, "MS-SSIM": 44}
+
+
+def test_registry_states_each_metrics_minimum_size():
+    assert {name: get_metric(name).min_size for name in list_metrics() if get_metric(name).min_size > 1} == MIN_SIZES
+
+
+def test_an_image_smaller_than_the_ssim_window_is_refused_by_name():
+    f = np.full((9, 9), 100, np.uint8)
+    assert math.isnan(get_metric("SSIM").fn(f, f, f))  # what the original gives: the mean of an empty map
+    with pytest.raises(CausalFuseError, match=r"9 x 9 pixels .* too small for SSIM \(at least 11 x 11\)"):
+        compute(f, f, f, ["MI", "SSIM"])
+    assert compute(f, f, f, ["MI", "EN"]) == {"MI": 0.0, "EN": 0.0}  # metrics without windows still score it
+
+
+@pytest.mark.parametrize("name", sorted(MIN_SIZES))
+def test_each_metric_is_refused_just_below_its_minimum_and_finite_at_it(name):
+    size = MIN_SIZES[name]
+    for shape in [(size, 60), (60, size)]:
+        f, ir, vi = _colour_triplet(*shape)
+        assert math.isfinite(compute(f, ir, vi, [name])[name])
+    for shape in [(size - 1, 60), (60, size - 1)]:
+        f, ir, vi = _colour_triplet(*shape)
+        with pytest.raises(CausalFuseError, match=rf"too small for {name} \(at least {size} x {size}\)"):
+            compute(f, ir, vi, [name], colour="vifb")
+        # the function alone keeps the original's answer for such sizes
+        assert not math.isfinite(get_metric(name).fn(*(x if x.ndim == 2 else x[..., 0] for x in (f, ir, vi))))

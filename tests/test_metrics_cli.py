@@ -84,10 +84,11 @@ def _write(path: Path, arr: np.ndarray) -> None:
 
 @pytest.fixture
 def tiny(tmp_path) -> Path:
+    # 48 x 46: the default metrics need at least 41 x 41 (VIF), "all" 44 x 44 (MS-SSIM)
     rng = np.random.default_rng(0)
     for name in ["a", "b"]:
         for sub in ["ir", "vi", "fused"]:
-            _write(tmp_path / sub / f"{name}.png", rng.integers(0, 256, (40, 36), dtype=np.uint8))
+            _write(tmp_path / sub / f"{name}.png", rng.integers(0, 256, (48, 46), dtype=np.uint8))
     return tmp_path
 
 
@@ -97,8 +98,8 @@ def _eval(root: Path, *extra: str) -> list[str]:
 
 
 def test_missing_sources_are_listed(tiny, capsys):
-    _write(tiny / "fused" / "ghost.png", np.zeros((40, 36), np.uint8))
-    _write(tiny / "fused" / "phantom.png", np.zeros((40, 36), np.uint8))
+    _write(tiny / "fused" / "ghost.png", np.zeros((48, 46), np.uint8))
+    _write(tiny / "fused" / "phantom.png", np.zeros((48, 46), np.uint8))
     (tiny / "vi" / "b.png").unlink()
     assert main(_eval(tiny)) == 2
     err = capsys.readouterr().err
@@ -108,7 +109,7 @@ def test_missing_sources_are_listed(tiny, capsys):
 
 
 def test_size_mismatch_names_the_file(tiny, capsys):
-    _write(tiny / "fused" / "b.png", np.zeros((40, 35), np.uint8))
+    _write(tiny / "fused" / "b.png", np.zeros((48, 45), np.uint8))
     assert main(_eval(tiny)) == 2
     err = capsys.readouterr().err
     assert "b.png" in err and "sizes differ" in err

@@ -293,7 +293,7 @@ def test_tiny_images_do_not_crash():
         v = get_metric(name).fn(f, ir, vi)
         assert isinstance(v, float)
     assert math.isnan(ssim(f, ir, vi))  # smaller than the 11 x 11 window: no valid pixel
-    assert math.isnan(viff(f, ir, vi))  # VIFF's coarsest scale is empty below 81 x 81: 0 / 0, as the original
+    assert math.isnan(viff(f, ir, vi))  # VIFF's coarsest scale is empty below 41 x 41: 0 / 0, as the original
 
 
 def test_registry_describes_every_metric():

@@ -21,6 +21,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from ..errors import CausalFuseError
 from ._checks import Colour, Prepared, prepare
 from ._registry import MetricInfo, get_metric, list_metrics, register_metric
 from ._threads import set_default_threads, thread_count as _thread_count
@@ -71,6 +72,24 @@ def resolve_metrics(metrics: str | Sequence[str] | None) -> list[MetricInfo]:
     return out
 
 
+def _check_sizes(infos: Sequence[MetricInfo], p: Prepared) -> None:
+    """Refuse images smaller than a metric's ``min_size``, before any metric runs.
+
+    The original code gives NaN or -inf there (a window that does not fit);
+    an error names the metric instead of a number that would be dropped from
+    a mean, or spoil it, without a word.
+    """
+    height, width = p.fused[0].shape
+    too_small = [info for info in infos if min(height, width) < info.min_size]
+    if too_small:
+        names = " and ".join(f"{info.name} (at least {info.min_size} x {info.min_size})" for info in too_small)
+        raise CausalFuseError(
+            f"images of {height} x {width} pixels (height x width) are too small for {names}: "
+            "the windows do not fit and the original code returns NaN or -inf; "
+            f"leave {'it' if len(too_small) == 1 else 'them'} out or use larger images"
+        )
+
+
 def _tasks(info: MetricInfo, p: Prepared) -> list[Callable[[], float]]:
     """The single-channel calls one metric needs on a prepared triplet."""
     if info.colour == "side_by_side" and len(p.fused) > 1:
@@ -115,8 +134,13 @@ def compute_prepared(
     With ``threads`` > 1 the metrics (and the channels of the VIFB colour
     mode) run concurrently in threads; NumPy and SciPy release the GIL in the
     heavy parts. The values are the same as with one thread.
+
+    Raises:
+        CausalFuseError: unknown metric, or images smaller than a metric's
+            ``min_size``.
     """
     infos = resolve_metrics(metrics)
+    _check_sizes(infos, p)
     n = _thread_count(threads)
     per_metric = {info.name: _tasks(info, p) for info in infos}
     if n == 1 or sum(len(t) for t in per_metric.values()) == 1:
@@ -159,7 +183,9 @@ def compute(
         denominators give what the original code gives (NaN or inf).
 
     Raises:
-        CausalFuseError: sizes differ, bad dtype or range, unknown metric.
+        CausalFuseError: sizes differ, bad dtype or range, unknown metric, or
+            images smaller than a metric's ``min_size`` in height or width
+            (e.g. SSIM 11, VIF 41 pixels; see :func:`get_metric`).
     """
     resolve_metrics(metrics)  # unknown names fail before any work
     p = prepare(fused, ir, vi, colour, data_range)

@@ -33,6 +33,11 @@ class MetricInfo:
             (``fused_only``), or on the channels laid side by side
             (``side_by_side``, VIFB's spatial frequency).
         vifb_name: the metric's name in the VIFB code and reference files.
+        min_size: the smallest height and width the metric is defined for
+            (its windows or differences must fit). :func:`compute` refuses
+            smaller images, naming the metric and this size; the function
+            itself returns what the original code returns there (the
+            metric's docstring says what).
     """
 
     name: str
@@ -41,6 +46,7 @@ class MetricInfo:
     reference: str
     colour: ColourRule = "per_channel"
     vifb_name: str | None = None
+    min_size: int = 1
 
 
 _METRICS: dict[str, MetricInfo] = {}
@@ -53,6 +59,7 @@ def register_metric(
     reference: str,
     colour: ColourRule = "per_channel",
     vifb_name: str | None = None,
+    min_size: int = 1,
 ) -> Callable[[Callable[..., float]], Callable[..., float]]:
     """Decorator registering a single-channel metric function under ``name``."""
 
@@ -60,7 +67,7 @@ def register_metric(
         key = name.lower()
         if key in _METRICS and _METRICS[key].fn is not fn:
             raise ValueError(f"metric {name!r} is registered twice")
-        _METRICS[key] = MetricInfo(name, fn, higher_is_better, reference, colour, vifb_name)
+        _METRICS[key] = MetricInfo(name, fn, higher_is_better, reference, colour, vifb_name, min_size)
         fn.higher_is_better = higher_is_better  # type: ignore[attr-defined]
         return fn
 

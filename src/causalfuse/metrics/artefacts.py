@@ -186,6 +186,7 @@ def _mef_ssim_quality_sum(sources: np.ndarray, fused: np.ndarray, g: np.ndarray)
     "(as RFN-Nest's analysis_ms_ssim.m)",
     colour="per_channel",
     vifb_name=None,
+    min_size=_MEF_WINDOW * 2 ** (_MEF_WEIGHTS.size - 1),
 )
 def ms_ssim(fused: np.ndarray, ir: np.ndarray, vi: np.ndarray) -> float:
     """Multi-scale SSIM of the fusion literature (RFN-Nest's ``analysis_ms_ssim``).
@@ -204,7 +205,9 @@ def ms_ssim(fused: np.ndarray, ir: np.ndarray, vi: np.ndarray) -> float:
 
     Returns:
         The score (at most 1, higher is better); -inf, as the original, when
-        the image is too small for three scales (min side / 4 < 11); NaN when
+        the image is too small for three scales (min side / 4 < 11, i.e.
+        below 44 pixels; :func:`~causalfuse.metrics.compute` refuses such
+        images); NaN when
         a scale's mean quality is negative (the original gives a complex
         number).
 

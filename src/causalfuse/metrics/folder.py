@@ -106,9 +106,9 @@ def _score_one(job: tuple[Triplet, tuple[str, ...], str]) -> list[ScoreRow]:
     fused, ir, vi = load_image(t.fused), load_image(t.ir), load_image(t.vi)
     try:
         p = prepare(fused, ir, vi, colour)  # type: ignore[arg-type]
+        values = compute_prepared(p, names, threads=_threads)
     except CausalFuseError as exc:
         raise CausalFuseError(f"{t.fused}: {exc}") from None
-    values = compute_prepared(p, names, threads=_threads)
     return [ScoreRow(t.image, t.method, name, values[name]) for name in names]
 
 

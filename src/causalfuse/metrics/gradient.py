@@ -33,12 +33,14 @@ def _matlab_gradient(x: np.ndarray, axis: int) -> np.ndarray:
     "doi:10.1016/j.optcom.2014.12.032",
     colour="fused_only",
     vifb_name="Avg_gradient",
+    min_size=2,
 )
 def average_gradient(fused: np.ndarray, ir: np.ndarray | None = None, vi: np.ndarray | None = None) -> float:
     """Average gradient: sum sqrt((gx^2 + gy^2) / 2) / ((r - 1)(c - 1)), MATLAB ``gradient``.
 
     The divisor is VIFB's (r - 1)(c - 1) although the sum runs over all r c
-    pixels; a single row or column gives a zero divisor (inf or NaN, as MATLAB).
+    pixels; a single row or column gives a zero divisor (inf or NaN, as MATLAB;
+    :func:`~causalfuse.metrics.compute` refuses such images).
     """
     f = _f64(fused)
     r, c = f.shape

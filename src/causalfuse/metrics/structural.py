@@ -50,12 +50,16 @@ def ssim_single(a: np.ndarray, b: np.ndarray) -> float:
     reference="Z. Wang, A. C. Bovik, H. R. Sheikh, E. P. Simoncelli, Image quality assessment: from error visibility "
     "to structural similarity, IEEE Transactions on Image Processing 13(4):600-612, 2004, doi:10.1109/TIP.2003.819861",
     vifb_name="Ssim",
+    min_size=11,
 )
 def ssim(fused: np.ndarray, ir: np.ndarray, vi: np.ndarray) -> float:
     """VIFB's SSIM: SSIM(VI, F) + SSIM(IR, F), so the maximum is 2 (``metricsSsim``).
 
     Each term is the mean of the SSIM map with an 11 x 11 Gaussian window
     (sigma 1.5), 'valid' filtering (no padding), K1 = 0.01, K2 = 0.03, L = 255.
+    Below 11 x 11 pixels no window fits: the map is empty and, as the
+    original's ``mean2`` of an empty map, the result is NaN
+    (:func:`~causalfuse.metrics.compute` refuses such images).
     """
     s_vi, s_ir = _ssim_pair_maps(fused, [vi, ir])
     return s_vi + s_ir

@@ -1,7 +1,7 @@
 """Visual information fidelity for fusion: VIFF (Han et al., 2013).
 
 Takes one channel on the 0-255 scale. Local statistics are separable
-Gaussian-window 'valid' filters (faster here than FFT even at 33 taps); the
+Gaussian-window 'valid' filters (faster here than FFT at these sizes); the
 sources' own statistics are kept in a small cache, since a benchmark scores
 many fused images against the same pair.
 """
@@ -19,7 +19,7 @@ __all__ = ["viff"]
 _SIGMA_N_SQ = 0.005 * 255 * 255
 _C = 1e-7
 _SCALE_WEIGHTS = np.array([1.0, 0.0, 0.15, 1.0]) / 2.15
-_WINDOWS = [gaussian_1d(2 ** (5 - s) + 1, (2 ** (5 - s) + 1) / 5.0) for s in range(1, 5)]  # 33, 17, 9, 5
+_WINDOWS = [gaussian_1d(2 ** (5 - s) + 1, (2 ** (5 - s) + 1) / 5.0) for s in range(1, 5)]  # 17, 9, 5, 3
 
 
 @register_metric(
@@ -28,17 +28,22 @@ _WINDOWS = [gaussian_1d(2 ** (5 - s) + 1, (2 ** (5 - s) + 1) / 5.0) for s in ran
     reference="Y. Han, Y. Cai, Y. Cao, X. Xu, A new image fusion performance metric based on visual information "
     "fidelity, Information Fusion 14(2):127-135, 2013, doi:10.1016/j.inffus.2011.08.002",
     vifb_name="VIFF",
+    min_size=41,
 )
 def viff(fused: np.ndarray, ir: np.ndarray, vi: np.ndarray) -> float:
     """VIFF of Han et al.: multi-scale VIF of the fused image against both sources.
 
-    At each of 4 scales (windows 33, 17, 9, 5, Gaussian sigma N/5; for scales
+    At each of 4 scales (windows 17, 9, 5, 3, Gaussian sigma N/5; for scales
     after the first the images are filtered 'valid' and decimated by 2), the
     VIF statistics of each source against F are computed with noise variance
     0.005 * 255^2 and Sheikh's clipping; at each pixel the source with the
     smaller gain g gives both the VID and VIND terms (the infrared image on
     ties); F_s = sum(VID + C) / sum(VIND + C), C = 1e-7, and
     VIFF = sum_s p_s F_s with p = [1, 0, 0.15, 1] / 2.15.
+
+    Below 41 pixels in height or width the coarsest scale is empty and, as in
+    the original (a sum over nothing, 0 / 0), the result is NaN
+    (:func:`~causalfuse.metrics.compute` refuses such images).
     """
     return _viff(fused, vi, ir)  # Han's VIFF_Public(Im1, Im2, ImF) called with Im1 = visible, as the references were
 
