@@ -68,13 +68,13 @@ def test_score_folder_vifb_mode_matches_reference(vifb_subset):
     for r in rows:
         assert r.value == pytest.approx(ref[(r.image, r.method, vifb[r.metric])], rel=1e-4)
     summary = summarise(rows)
-    assert len(summary) == 8 and all(n == len(IMAGES) for *_, n in summary)
+    assert len(summary) == 8 and all(s.n == len(IMAGES) and s.comparable for s in summary)
 
 
 def test_summary_skips_nan():
     rows = [ScoreRow("a", "m", "CC", 1.0), ScoreRow("b", "m", "CC", float("nan")), ScoreRow("c", "m", "CC", 3.0)]
-    ((method, metric, mean, std, n),) = summarise(rows)
-    assert (method, metric, mean, std, n) == ("m", "CC", 2.0, 1.0, 2)
+    ((method, metric, mean, std, n, nan, missing, comparable),) = summarise(rows)
+    assert (method, metric, mean, std, n, nan, missing, comparable) == ("m", "CC", 2.0, 1.0, 2, 1, 0, True)
 
 
 def _write(path: Path, arr: np.ndarray) -> None:
@@ -147,3 +147,40 @@ def test_find_triplets_refuses_an_empty_folder(tiny):
     (tiny / "empty").mkdir()
     with pytest.raises(CausalFuseError, match="no fused images"):
         find_triplets(tiny / "ir", tiny / "vi", tiny / "empty")
+
+
+def test_eval_counts_a_missing_and_a_black_fused_image(tmp_path, capsys):
+    # Method B lacks c and its b is all black (CC undefined: NaN); A has all three.
+    rng = np.random.default_rng(5)
+    for name in ["a", "b", "c"]:
+        for sub in ["ir", "vi", "fused/A"]:
+            _write(tmp_path / sub / f"{name}.png", rng.integers(0, 256, (48, 46), dtype=np.uint8))
+    _write(tmp_path / "fused/B/a.png", np.asarray(Image.open(tmp_path / "fused/A/a.png")))
+    _write(tmp_path / "fused/B/b.png", np.zeros((48, 46), np.uint8))
+    md = tmp_path / "summary.md"
+    argv = ["eval", "--ir", str(tmp_path / "ir"), "--vi", str(tmp_path / "vi"), "--fused", f"A={tmp_path / 'fused/A'}",
+            "--fused", f"B={tmp_path / 'fused/B'}", "--metrics", "MI,CC", "-o", str(tmp_path / "out.csv"),
+            "--markdown", str(md), "--jobs", "1", "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    value = {(r["method"], r["image"], r["metric"]): float(r["value"]) for r in csv.DictReader(open(tmp_path / "out.csv"))}
+    assert len(value) == 3 * 2 + 2 * 2  # no row for B's missing c
+    assert value[("B", "b", "MI")] == 0.0 and math.isnan(value[("B", "b", "CC")])
+
+    rows = [ScoreRow(image, method, metric, v) for (method, image, metric), v in value.items()]
+    means = {(s.method, s.metric): s for s in summarise(rows, ["a", "b", "c"])}
+    assert means[("B", "CC")] == ("B", "CC", value[("B", "a", "CC")], 0.0, 1, 1, 1, False)
+    assert means[("B", "MI")][2:] == (value[("B", "a", "MI")] / 2, value[("B", "a", "MI")] / 2, 2, 0, 1, False)
+    assert means[("A", "CC")].n == 3 and means[("A", "CC")].comparable
+
+    a_mi = np.mean([value[("A", i, "MI")] for i in "abc"])
+    printed = capsys.readouterr().out
+    text = md.read_text()
+    for out in (printed, text):
+        assert "| method | MI ↑ | CC ↑ | images |" in out
+        assert f"| A | {a_mi:.4f} ± " in out and out.count(" †") == 2
+        b_mi = f"{value[('B', 'a', 'MI')] / 2:.4f} ± {value[('B', 'a', 'MI')] / 2:.4f} (n=2) †"
+        b_cc = f"{value[('B', 'a', 'CC')]:.4f} ± 0.0000 (n=1) †"
+        assert f"| B | {b_mi} | {b_cc} | 2 of 3 |" in out
+        assert "over the 3 image pairs" in out
+        assert "B: 1 of 3 fused images missing (c)." in out
+        assert "B CC: NaN in 1 (b)" in out and "one NaN makes the mean NaN" in out

@@ -7,7 +7,9 @@ Example::
 
 Writes a tidy CSV (``image,method,metric,value``, atomically) and prints the
 mean and standard deviation per method and metric (optionally also as a
-Markdown file).
+Markdown file), with how many images each mean covers: a method that lacks
+fused images, or has NaN values, where others have scores is marked as not
+comparable, and the notes under the table list those images.
 """
 
 from __future__ import annotations
@@ -17,9 +19,14 @@ import csv
 import math
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Iterable, Sequence
 
+from ..data.paired import natural_key
 from ..errors import CausalFuseError
 from ..io import atomic_path
+
+if TYPE_CHECKING:
+    from .folder import ScoreRow, Summary
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -71,33 +78,80 @@ def _fmt(x: float) -> str:
     return "nan" if math.isnan(x) else f"{x:.4f}"
 
 
-def summary_markdown(summary: list[tuple[str, str, float, float, int]], arrows: dict[str, str]) -> str:
-    """A Markdown table: one row per method, one column per metric, ``mean ± std``."""
+def _names(images: Iterable[str], limit: int = 5) -> str:
+    ordered = sorted(images, key=natural_key)
+    return ", ".join(ordered[:limit]) + (f", ... ({len(ordered) - limit} more)" if len(ordered) > limit else "")
+
+
+def summary_markdown(summary: Sequence[Summary], arrows: dict[str, str], n_images: int) -> str:
+    """A Markdown table: one row per method, one column per metric, ``mean ± std``.
+
+    The last column, ``images``, gives how many of the ``n_images`` pairs each method
+    has a fused image for; a mean over fewer than ``n_images`` images says so,
+    ``(n=k)``, and one that is not comparable with the other methods' (it
+    averages fewer images than they do; see :class:`~causalfuse.metrics.folder.Summary`)
+    is marked †. Explained by :func:`summary_notes`.
+    """
     methods: list[str] = []
     metrics: list[str] = []
     cells: dict[tuple[str, str], str] = {}
-    for method, metric, mean, std, _n in summary:
-        if method not in methods:
-            methods.append(method)
-        if metric not in metrics:
-            metrics.append(metric)
-        cells[(method, metric)] = f"{_fmt(mean)} ± {_fmt(std)}"
+    present: dict[str, int] = {}
+    for s in summary:
+        if s.method not in methods:
+            methods.append(s.method)
+        if s.metric not in metrics:
+            metrics.append(s.metric)
+        cell = f"{_fmt(s.mean)} ± {_fmt(s.std)}"
+        if s.n < n_images:
+            cell += f" (n={s.n})"
+        cells[(s.method, s.metric)] = cell + ("" if s.comparable else " †")
+        present[s.method] = n_images - s.missing
     lines = [
-        "| method | " + " | ".join(f"{m} {arrows.get(m, '')}".strip() for m in metrics) + " |",
-        "|---|" + "---:|" * len(metrics),
+        "| method | " + " | ".join(f"{m} {arrows.get(m, '')}".strip() for m in metrics) + " | images |",
+        "|---|" + "---:|" * (len(metrics) + 1),
     ]
     for method in methods:
-        lines.append(f"| {method} | " + " | ".join(cells.get((method, m), "") for m in metrics) + " |")
+        count = f"{present[method]}" if present[method] == n_images else f"{present[method]} of {n_images}"
+        lines.append(f"| {method} | " + " | ".join(cells.get((method, m), "") for m in metrics) + f" | {count} |")
     return "\n".join(lines) + "\n"
+
+
+def summary_notes(summary: Sequence[Summary], rows: Sequence[ScoreRow], images: Sequence[str]) -> list[str]:
+    """The notes under the table: what the means cover, which images are missing, which are NaN."""
+    n_images = len(images)
+    notes = [f"Mean ± population std over the {n_images} image pairs; (n=k): over k of them."]
+    if not all(s.comparable for s in summary):
+        notes.append(
+            "†: not comparable with the other methods: averaged over fewer images than they are "
+            "(a fused image missing, or a NaN value, where another method has a score)."
+        )
+    have: dict[str, set[str]] = {}
+    nan_images: dict[tuple[str, str], set[str]] = {}
+    for r in rows:
+        have.setdefault(r.method, set()).add(r.image)
+        if not math.isfinite(r.value):
+            nan_images.setdefault((r.method, r.metric), set()).add(r.image)
+    for method, found in have.items():
+        lacking = set(images) - found
+        if lacking:
+            notes.append(f"{method}: {len(lacking)} of {n_images} fused images missing ({_names(lacking)}).")
+    rule = "NaN (or inf) values are left out of the means; the original MATLAB code averages with mean, where one NaN makes the mean NaN"
+    if nan_images:
+        counts = "; ".join(f"{m} {metric}: NaN in {len(found)} ({_names(found)})" for (m, metric), found in nan_images.items())
+        notes.append(f"{rule}. {counts}.")
+    else:
+        notes.append(f"{rule}. There are none here.")
+    return notes
 
 
 def run(args: argparse.Namespace) -> int:
     from . import get_metric, resolve_metrics
-    from .folder import find_triplets, iter_rows_csv, score_triplets, summarise
+    from .folder import find_triplets, iter_rows_csv, pair_names, score_triplets, summarise
 
     infos = resolve_metrics(args.metrics)
     fused = _parse_fused(args.fused)
     triplets = find_triplets(args.ir, args.vi, fused)
+    images = pair_names(args.ir, args.vi)
     rows = score_triplets(
         triplets, [i.name for i in infos], colour=args.colour, jobs=args.jobs, progress=not args.no_progress
     )
@@ -105,16 +159,17 @@ def run(args: argparse.Namespace) -> int:
     with atomic_path(out) as tmp:
         with open(tmp, "w", newline="") as fh:
             csv.writer(fh).writerows(iter_rows_csv(rows))
-    summary = summarise(rows)
+    summary = summarise(rows, images)
     arrows = {i.name: ("↑" if get_metric(i.name).higher_is_better else "↓") for i in infos}
-    table = summary_markdown(summary, arrows)
-    n_images = len({t.image for t in triplets})
-    print(f"scored {len(triplets)} fused images ({n_images} pairs, {len(fused)} methods), colour={args.colour}; mean ± std:")
-    print(table, end="")
+    table = summary_markdown(summary, arrows, len(images))
+    notes = summary_notes(summary, rows, images)
+    print(
+        f"scored {len(triplets)} fused images ({len(images)} source pairs, {len(fused)} methods), colour={args.colour}; "
+        "mean ± std:"
+    )
+    print(table + "\n" + "\n".join(notes))
     if args.markdown:
         with atomic_path(args.markdown) as tmp:
-            Path(tmp).write_text(
-                f"Mean ± std over {n_images} image pairs (colour mode: {args.colour}).\n\n" + table, encoding="utf-8"
-            )
+            Path(tmp).write_text(f"Colour mode: {args.colour}.\n\n" + table + "\n" + "\n\n".join(notes) + "\n", encoding="utf-8")
     print(f"wrote {out}" + (f" and {args.markdown}" if args.markdown else ""), file=sys.stderr)
     return 0

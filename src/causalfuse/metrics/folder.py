@@ -6,12 +6,17 @@ The library side of ``causalfuse eval``::
     rows = score_folder("ir/", "vi/", {"ours": "fused/ours", "GFF": "fused/GFF"},
                         metrics=["MI", "VIF", "Qabf", "SSIM"], colour="gray", jobs=None)
     # rows: [ScoreRow(image="00001", method="ours", metric="MI", value=2.41), ...]
+    means = summarise(rows, images=pair_names("ir/", "vi/"))
+    # means: [Summary(method="ours", metric="MI", mean=2.38, std=0.41, n=21, nan=0, missing=0, comparable=True), ...]
 
 Fused images are matched to their sources by file stem; every fused image
-needs both sources (the error lists the ones missing), while sources without
-a fused image are ignored. Triplets are scored in a process pool (``jobs``
-processes, default all cores); the rows come back in a fixed order (method,
-then image in natural order, then metric in the order asked).
+needs both sources (the error lists the ones missing), while source pairs
+without a fused image are not scored: :func:`summarise` counts them as
+missing when given the pairs (:func:`pair_names`), and flags a mean over
+fewer images than other methods have as not comparable. Triplets are scored
+in a process pool (``jobs`` processes, default all cores); the rows come back
+in a fixed order (method, then image in natural order, then metric in the
+order asked).
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from ..io import load_image
 from . import DEFAULT_METRICS, compute_prepared, prepare, resolve_metrics
 from ._checks import Colour
 
-__all__ = ["ScoreRow", "Triplet", "find_triplets", "score_triplets", "score_folder", "summarise"]
+__all__ = ["ScoreRow", "Summary", "Triplet", "find_triplets", "pair_names", "score_triplets", "score_folder", "summarise"]
 
 
 class ScoreRow(NamedTuple):
@@ -99,6 +104,12 @@ def find_triplets(
         for stem in sorted(found, key=natural_key):
             triplets.append(Triplet(stem, method, found[stem], ir_files[stem], vi_files[stem]))
     return triplets
+
+
+def pair_names(ir_dir: str | os.PathLike, vi_dir: str | os.PathLike) -> list[str]:
+    """The stems that have both an infrared and a visible image, in natural order."""
+    ir_files, vi_files = list_images(ir_dir), list_images(vi_dir)
+    return sorted((stem for stem in ir_files if stem in vi_files), key=natural_key)
 
 
 def _score_one(job: tuple[Triplet, tuple[str, ...], str]) -> list[ScoreRow]:
@@ -218,23 +229,64 @@ def score_folder(
     return score_triplets(find_triplets(ir_dir, vi_dir, fused), metrics, colour=colour, jobs=jobs, progress=progress)
 
 
-def summarise(rows: Iterable[ScoreRow]) -> list[tuple[str, str, float, float, int]]:
-    """Mean and population std per (method, metric), NaN values left out.
+class Summary(NamedTuple):
+    """The mean of one metric for one method, and which images it averages.
+
+    Attributes:
+        mean, std: mean and population standard deviation of the finite values.
+        n: the finite values, i.e. the images behind the mean.
+        nan: images whose value is NaN (or inf), left out of the mean.
+        missing: images the method should have (see :func:`summarise`) and has
+            no score for.
+        comparable: the mean covers every image that any method has a finite
+            value for, so comparable means average the same images. False
+            when the method lacks an image, or has NaN on one, that another
+            method scored.
+    """
+
+    method: str
+    metric: str
+    mean: float
+    std: float
+    n: int
+    nan: int
+    missing: int
+    comparable: bool
+
+
+def summarise(rows: Iterable[ScoreRow], images: Iterable[str] | None = None) -> list[Summary]:
+    """Mean and population std per (method, metric), NaN (and inf) values left out.
+
+    The original MATLAB code averages with ``mean``, where one NaN makes the
+    mean NaN; here NaN values are skipped and counted instead (``nan``), and
+    every mean says how many images it covers (``n``).
+
+    Args:
+        rows: scores, e.g. from :func:`score_folder`.
+        images: the images every method should have (e.g. the source pairs);
+            default: every image that occurs in ``rows``.
 
     Returns:
-        ``(method, metric, mean, std, n)`` in the order the pairs first occur;
-        ``n`` counts the finite values.
+        One :class:`Summary` per (method, metric), in the order the pairs first occur.
     """
-    groups: dict[tuple[str, str], list[float]] = {}
+    rows = list(rows)
+    expected = set(images) if images is not None else {r.image for r in rows}
+    groups: dict[tuple[str, str], dict[str, float]] = {}
     for r in rows:
-        groups.setdefault((r.method, r.metric), []).append(r.value)
+        groups.setdefault((r.method, r.metric), {})[r.image] = r.value
+    finite_images = {key: {image for image, v in values.items() if np.isfinite(v)} for key, values in groups.items()}
+    scored_by_any: dict[str, set[str]] = {}
+    for (_method, metric), found in finite_images.items():
+        scored_by_any.setdefault(metric, set()).update(found)
     out = []
-    for (method, metric), vals in groups.items():
-        arr = np.asarray(vals, dtype=np.float64)
-        arr = arr[np.isfinite(arr)]
+    for (method, metric), values in groups.items():
+        found = finite_images[(method, metric)]
+        arr = np.array([v for v in values.values() if np.isfinite(v)], dtype=np.float64)
         mean = float(arr.mean()) if arr.size else float("nan")
         std = float(arr.std()) if arr.size else float("nan")
-        out.append((method, metric, mean, std, int(arr.size)))
+        missing = len(expected - set(values))
+        comparable = bool(found) and found == scored_by_any[metric]
+        out.append(Summary(method, metric, mean, std, len(found), len(values) - len(found), missing, comparable))
     return out
 
 
