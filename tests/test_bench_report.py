@@ -7,6 +7,7 @@ where none is installed.
 
 from __future__ import annotations
 
+import csv
 import html
 import json
 import os
@@ -20,7 +21,7 @@ import pytest
 from PIL import Image
 
 from causalfuse.bench.report import Cell, _rank, latex_tables, load_run, markdown_tables, summarise, write_report
-from causalfuse.bench.runner import BenchConfig, parse_method_spec, run_bench
+from causalfuse.bench.runner import BenchConfig, MethodSpec, parse_method_spec, run_bench
 
 METHODS = ("average", "max-abs", "gff")
 
@@ -172,3 +173,68 @@ def test_report_command_rebuilds_from_csvs_only(bench, tmp_path):
     write_report(copy)
     assert (copy / "tables.md").read_text() == (bench / "tables.md").read_text()
     assert (copy / "report" / "grid_tiny.png").is_file()
+
+
+def test_rank_leaves_out_means_over_fewer_images():
+    cells = [Cell(0.5, 0, 3), Cell(0.9, 0, 2, comparable=False), Cell(0.6, 0, 3)]
+    _rank(cells, higher_is_better=True)
+    assert [c.rank for c in cells] == [1, None, 0]
+
+
+def test_a_method_lacking_an_image_or_with_nan_is_marked_and_not_ranked(tmp_path):
+    data = tmp_path / "pairs"
+    (data / "ir").mkdir(parents=True)
+    (data / "vi").mkdir()
+    rng = np.random.default_rng(2)
+    y, x = np.mgrid[0:48, 0:64]
+    for i, (name, contrast) in enumerate([("a1", 1.0), ("b2", 1.0), ("c3", 0.1)]):  # c3: flat, a low MI for everyone
+        blob = ((x - 20 - 5 * i) ** 2 + (y - 24) ** 2) < 60
+        ir = np.clip(50 + contrast * (180 * blob + rng.normal(0, 6, x.shape)), 0, 255)
+        vi = np.clip(128 + contrast * (70 * np.sin(x / 4.0 + i) * np.cos(y / 6.0) + rng.normal(0, 6, x.shape)), 0, 255)
+        Image.fromarray(ir.astype(np.uint8)).save(data / "ir" / f"{name}.png")
+        Image.fromarray(vi.astype(np.uint8)).save(data / "vi" / f"{name}.png")
+    # "blackish" has a black a1 (CC undefined: NaN); "theirs" is max-abs without the hard image c3.
+    blackish, theirs = tmp_path / "blackish", tmp_path / "theirs"
+    blackish.mkdir()
+    theirs.mkdir()
+    Image.fromarray(np.zeros((48, 64), np.uint8)).save(blackish / "a1.png")
+    for name in ["b2", "c3"]:
+        shutil.copy(data / "vi" / f"{name}.png", blackish / f"{name}.png")
+    cfg = BenchConfig(methods=[parse_method_spec(m) for m in ("average", "max-abs")], datasets={"d": str(data)}, metrics=["MI", "CC"])
+    cfg.methods.append(MethodSpec("blackish", external=str(blackish)))
+    out = tmp_path / "bench"
+    run_bench(cfg, out, progress=False, report=False, log=lambda m: None)
+    for name in ["a1", "b2"]:
+        shutil.copy(out / "fused" / "d" / "max-abs" / f"{name}.png", theirs / f"{name}.png")
+    cfg.methods.append(MethodSpec("theirs", external=str(theirs)))
+    run_bench(cfg, out, progress=False, log=lambda m: None)
+
+    cells = summarise(load_run(out))
+    mi = {m: cells[("d", "MI", m)] for m in ("average", "max-abs", "theirs", "blackish")}
+    assert (mi["theirs"].n, mi["theirs"].nan, mi["theirs"].comparable, mi["theirs"].rank) == (2, 0, False, None)
+    rows = {(r["image"], r["method"], r["metric"]): float(r["value"]) for r in csv.DictReader(open(out / "results.csv"))}
+    assert mi["theirs"].mean == pytest.approx((rows[("a1", "max-abs", "MI")] + rows[("b2", "max-abs", "MI")]) / 2, rel=1e-12)
+    assert mi["theirs"].mean > max(c.mean for m, c in mi.items() if m != "theirs")  # it would have ranked first
+    best = max(("average", "max-abs", "blackish"), key=lambda m: mi[m].mean)
+    assert mi[best].rank == 0 and mi["blackish"].comparable and mi["blackish"].n == 3  # MI of a black image is 0, not NaN
+    cc = cells[("d", "CC", "blackish")]
+    assert (cc.n, cc.nan, cc.comparable, cc.rank) == (2, 1, False, None)
+
+    md = (out / "tables.md").read_text()
+    assert f"| {mi['theirs'].mean:.4f} (n=2) † |" in md and f"**{mi['theirs'].mean:.4f}" not in md
+    assert f"**{mi[best].mean:.4f}**" in md
+    assert f"{cc.mean:.4f} (n=2) †" in md
+    assert "theirs on d: no score for 1 of 3 images (1 missing)." in md
+    assert "where one NaN makes the mean NaN: blackish on d, CC: NaN in 1 of 3." in md
+    tex = (out / "tables.tex").read_text()
+    assert rf"{mi['theirs'].mean:.4f} (n=2)$^\dagger$" in tex and rf"\textbf{{{mi['theirs'].mean:.4f}" not in tex
+    assert tex.count("blackish on d, CC: NaN in 1 of 3") == 2  # under both tables
+    page = (out / "report.html").read_text()
+    assert "<p class=note>theirs on d: no score for 1 of 3 images (1 missing).</p>" in page
+    assert f"<td class=\"num\">{mi['theirs'].mean:.4f} (n=2) †</td>" in page
+
+    summary = {(r["metric"], r["method"]): r for r in csv.DictReader(open(out / "summary.csv"))}
+    assert {k: summary[("MI", "theirs")][k] for k in ("n", "nan", "images", "comparable", "rank")} == {
+        "n": "2", "nan": "0", "images": "3", "comparable": "0", "rank": ""}  # fmt: skip
+    assert {k: summary[("CC", "blackish")][k] for k in ("n", "nan", "comparable")} == {"n": "2", "nan": "1", "comparable": "0"}
+    assert summary[("MI", best)]["rank"] == "1" and float(summary[("MI", best)]["mean"]) == mi[best].mean

@@ -35,7 +35,8 @@ ablations (the paper's Tables 2 and 3; tables.md/.tex hold that form too):
                                                                    dictionary size N
 external methods (--external LABEL=DIR, repeatable): a folder of fused images named
   like the sources; with several datasets, DIR/<dataset>/ per dataset. Images it
-  lacks are listed and counted as missing in the tables.
+  lacks are listed and counted as missing; its means over fewer images than the
+  other methods' are marked with a dagger and left out of the ranking.
 resuming: an OUTDIR of the same configuration is resumed (fused images and rows
   already there are reused; methods, datasets and metrics may be added). One
   where a shared method or dataset means something else is refused unless --overwrite.

@@ -21,6 +21,9 @@ An output folder ``OUTDIR`` of a run holds:
 ``pairs.csv``               dataset, image, ir, vi: the source files
 ``scenes.csv`` and ``scene_clusters.csv``
                             scene assignments (see :mod:`.scenes`)
+``summary.csv``             dataset, metric, method, mean, std, n, nan, images,
+                            comparable, rank: written with the report's tables
+                            (see :mod:`.report`)
 ==========================  ===================================================
 """
 
@@ -43,6 +46,7 @@ __all__ = [
     "METHOD_FIELDS",
     "SCENE_FIELDS",
     "CLUSTER_FIELDS",
+    "SUMMARY_FIELDS",
     "read_csv",
     "write_csv",
     "safe_name",
@@ -58,6 +62,7 @@ PAIR_FIELDS = ("dataset", "image", "ir", "vi")
 METHOD_FIELDS = ("method", "kind", "source", "weights", "parameters", "images_timed", "ms_per_image", "images_per_s")
 SCENE_FIELDS = ("dataset", "image", "cluster", "distance")
 CLUSTER_FIELDS = ("cluster", "train_count", "train_frequency", "status")
+SUMMARY_FIELDS = ("dataset", "metric", "method", "mean", "std", "n", "nan", "images", "comparable", "rank")
 
 
 def read_csv(path: str | os.PathLike, fields: Sequence[str]) -> list[dict[str, str]]:

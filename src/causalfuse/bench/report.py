@@ -8,7 +8,13 @@
   (rows: datasets x methods, columns: metrics); best in bold, second
   underlined, "best" following each metric's ``higher_is_better``; a row of
   image counts per dataset says how many images each mean covers and how many
-  are missing or failed;
+  are missing or failed. A mean over fewer of the dataset's images says
+  ``(n=k)``; one over fewer images than another method's (an image missing,
+  failed or NaN where another method has a value) is marked † and not
+  ranked; NaN values are left out of the means and counted in the notes
+  under the tables (see :func:`summarise`);
+- ``summary.csv``: every mean with its counts (``n``, ``nan``, the dataset's
+  ``images``), whether it is ``comparable`` and its ``rank``;
 - ``report/grid_<dataset>.png``: a few images x (IR, VI, every method), with
   an optional zoomed inset; ``report/bars_<dataset>.png``: metric means with
   standard-deviation error bars; ``report/scenes.png``;
@@ -38,12 +44,14 @@ from .files import (
     PAIR_FIELDS,
     RESULT_FIELDS,
     SCENE_FIELDS,
+    SUMMARY_FIELDS,
     external_folder,
     fused_path,
     read_csv,
+    write_csv,
 )
 
-__all__ = ["RunData", "Cell", "load_run", "summarise", "markdown_tables", "latex_tables", "write_report"]
+__all__ = ["RunData", "Cell", "load_run", "summarise", "table_notes", "markdown_tables", "latex_tables", "write_report"]
 
 DIGITS = 4  # as the paper prints its tables
 
@@ -120,30 +128,52 @@ def _direction(metric: str) -> bool:
 
 @dataclass
 class Cell:
-    """Mean, standard deviation and image count of one (dataset, metric, method)."""
+    """Mean, standard deviation and image count of one (dataset, metric, method).
+
+    Attributes:
+        n: the finite values behind the mean.
+        rank: 0 best, 1 second, None otherwise (or not ranked).
+        nan: values that are NaN (or inf), left out of the mean.
+        comparable: the mean covers every image of the dataset that any
+            method has a finite value for; only such means are ranked.
+    """
 
     mean: float
     std: float
     n: int
-    rank: int | None = None  # 0 best, 1 second, None otherwise
+    rank: int | None = None
+    nan: int = 0
+    comparable: bool = True
 
 
 def summarise(run: RunData) -> dict[tuple[str, str, str], Cell]:
     """(dataset, metric, method) -> :class:`Cell`, with ranks per dataset and metric.
 
     NaN values (a metric undefined on an image, as in the original code) are
-    left out of the mean; ``n`` counts the finite values.
+    left out of the mean and counted; ``n`` counts the finite values. (The
+    original MATLAB code averages with ``mean``, where one NaN makes the mean
+    NaN.) A mean over fewer images than another method's on the same dataset
+    (an image missing, failed, or NaN where another method has a value) is
+    not comparable and is not ranked, so it cannot come out best by leaving
+    a hard image out.
     """
-    values: dict[tuple[str, str, str], list[float]] = {}
+    values: dict[tuple[str, str, str], dict[str, float]] = {}
     for r in run.results:
-        values.setdefault((r["dataset"], r["metric"], r["method"]), []).append(float(r["value"]))
+        values.setdefault((r["dataset"], r["metric"], r["method"]), {})[r["image"]] = float(r["value"])
+    finite = {key: {image for image, v in vs.items() if math.isfinite(v)} for key, vs in values.items()}
+    scored_by_any: dict[tuple[str, str], set[str]] = {}
+    for (dataset, metric, _method), images in finite.items():
+        scored_by_any.setdefault((dataset, metric), set()).update(images)
     cells: dict[tuple[str, str, str], Cell] = {}
     for key, vs in values.items():
-        finite = np.array([v for v in vs if math.isfinite(v)])
-        if finite.size:
-            cells[key] = Cell(float(finite.mean()), float(finite.std(ddof=1)) if finite.size > 1 else 0.0, int(finite.size))
+        kept = np.array([v for v in vs.values() if math.isfinite(v)])
+        nan = len(vs) - kept.size
+        comparable = bool(finite[key]) and finite[key] == scored_by_any[key[:2]]
+        if kept.size:
+            std = float(kept.std(ddof=1)) if kept.size > 1 else 0.0
+            cells[key] = Cell(float(kept.mean()), std, int(kept.size), nan=nan, comparable=comparable)
         else:
-            cells[key] = Cell(math.nan, math.nan, 0)
+            cells[key] = Cell(math.nan, math.nan, 0, nan=nan, comparable=False)
     for dataset in run.datasets:
         for metric in run.metrics:
             _rank([cells.get((dataset, metric, m)) for m in run.method_labels], run.higher_is_better.get(metric, True))
@@ -151,14 +181,12 @@ def summarise(run: RunData) -> dict[tuple[str, str, str], Cell]:
 
 
 def _rank(cells: Sequence[Cell | None], higher_is_better: bool) -> None:
-    """Mark the best (0) and second best (1) value as displayed; ties share a mark."""
-    shown = sorted(
-        {round(c.mean, DIGITS) for c in cells if c is not None and math.isfinite(c.mean)}, reverse=higher_is_better
-    )
-    for c in cells:
-        if c is not None and math.isfinite(c.mean):
-            position = shown.index(round(c.mean, DIGITS))
-            c.rank = position if position < 2 else None
+    """Mark the best (0) and second best (1) value as displayed among the comparable cells; ties share a mark."""
+    ranked = [c for c in cells if c is not None and c.comparable and math.isfinite(c.mean)]
+    shown = sorted({round(c.mean, DIGITS) for c in ranked}, reverse=higher_is_better)
+    for c in ranked:
+        position = shown.index(round(c.mean, DIGITS))
+        c.rank = position if position < 2 else None
 
 
 def image_counts(run: RunData) -> dict[tuple[str, str], tuple[int, int, int, int, int]]:
@@ -191,10 +219,74 @@ def image_counts(run: RunData) -> dict[tuple[str, str], tuple[int, int, int, int
     return out
 
 
+def _unscored(counts: tuple[int, int, int, int, int]) -> list[str]:
+    """Why images have no score, e.g. ``["1 missing", "2 failed"]``."""
+    _n, _expected, miss, failed, not_run = counts
+    return [f"{miss} missing"] * bool(miss) + [f"{failed} failed"] * bool(failed) + [f"{not_run} not run"] * bool(not_run)
+
+
 def _count_text(counts: tuple[int, int, int, int, int]) -> str:
-    n, _expected, miss, failed, not_run = counts
-    notes = [f"{miss} missing"] * bool(miss) + [f"{failed} failed"] * bool(failed) + [f"{not_run} not run"] * bool(not_run)
-    return f"{n}" + (f" ({', '.join(notes)})" if notes else "")
+    reasons = _unscored(counts)
+    return f"{counts[0]}" + (f" ({', '.join(reasons)})" if reasons else "")
+
+
+NAN_RULE = (
+    "NaN (or inf) values are left out of the means; the original MATLAB code averages with mean, "
+    "where one NaN makes the mean NaN"
+)
+
+
+def table_notes(run: RunData, cells: dict[tuple[str, str, str], Cell]) -> list[str]:
+    """The notes under the tables, one sentence each: what the means cover, what is missing, where NaN is."""
+    counts = image_counts(run)
+    notes = ["Each mean is over all of the dataset's images (see the images row or column) unless the cell gives n=k."]
+    if any(not c.comparable for c in cells.values()):
+        notes.append(
+            "†: not ranked: the mean covers fewer images than another method's on the same dataset (an image "
+            "missing, failed or NaN where another method has a value); bold and underline compare the others only."
+        )
+    for d in run.datasets:
+        for m in run.method_labels:
+            n, expected, *_ = counts[(d, m)]
+            if n < expected:
+                reasons = ", ".join(_unscored(counts[(d, m)]))
+                notes.append(f"{m} on {d}: no score for {expected - n} of {expected} images ({reasons}).")
+    nan = [
+        f"{m} on {d}, {metric}: NaN in {c.nan} of {counts[(d, m)][1]}"
+        for d in run.datasets
+        for metric in run.metrics
+        for m in run.method_labels
+        if (c := cells.get((d, metric, m))) is not None and c.nan
+    ]
+    notes.append(f"{NAN_RULE}: " + "; ".join(nan) + "." if nan else f"{NAN_RULE}; there are none here.")
+    return notes
+
+
+def summary_rows(run: RunData, cells: dict[tuple[str, str, str], Cell]) -> list[dict[str, Any]]:
+    """The rows of summary.csv: every mean with its image counts and rank (1 best, 2 second, empty otherwise)."""
+    counts = image_counts(run)
+    rows = []
+    for d in run.datasets:
+        for metric in run.metrics:
+            for m in run.method_labels:
+                c = cells.get((d, metric, m))
+                if c is None:
+                    continue
+                rows.append(
+                    {
+                        "dataset": d,
+                        "metric": metric,
+                        "method": m,
+                        "mean": repr(c.mean),
+                        "std": repr(c.std),
+                        "n": c.n,
+                        "nan": c.nan,
+                        "images": counts[(d, m)][1],
+                        "comparable": int(c.comparable),
+                        "rank": "" if c.rank is None else c.rank + 1,
+                    }
+                )
+    return rows
 
 
 # ---------------------------------------------------------------------- tables
@@ -202,10 +294,14 @@ def _count_text(counts: tuple[int, int, int, int, int]) -> str:
 Form = Literal["paper", "ablation"]
 
 
-def _fmt(cell: Cell | None) -> str:
+def _fmt(cell: Cell | None, n_images: int) -> str:
+    """The mean as printed; ``(n=k)`` when it covers fewer than the dataset's ``n_images``, † when not ranked."""
     if cell is None:
         return "–"
-    return "nan" if not math.isfinite(cell.mean) else f"{cell.mean:.{DIGITS}f}"
+    text = "nan" if not math.isfinite(cell.mean) else f"{cell.mean:.{DIGITS}f}"
+    if cell.n < n_images:
+        text += f" (n={cell.n})"
+    return text + ("" if cell.comparable else " †")
 
 
 def _arrow(run: RunData, metric: str) -> str:
@@ -223,7 +319,7 @@ def _table_rows(run: RunData, cells: dict, form: Form) -> tuple[list[str], list[
                 row: list[tuple[str, int | None]] = [(d if i == 0 else "", None), (f"{metric} {_arrow(run, metric)}", None)]
                 for m in run.method_labels:
                     c = cells.get((d, metric, m))
-                    row.append((_fmt(c), c.rank if c else None))
+                    row.append((_fmt(c, counts[(d, m)][1]), c.rank if c else None))
                 body.append(row)
             body.append([("", None), ("images", None), *[(_count_text(counts[(d, m)]), None) for m in run.method_labels]])
     else:
@@ -233,7 +329,7 @@ def _table_rows(run: RunData, cells: dict, form: Form) -> tuple[list[str], list[
                 row = [(d if i == 0 else "", None), (m, None)]
                 for metric in run.metrics:
                     c = cells.get((d, metric, m))
-                    row.append((_fmt(c), c.rank if c else None))
+                    row.append((_fmt(c, counts[(d, m)][1]), c.rank if c else None))
                 row.append((_count_text(counts[(d, m)]), None))
                 body.append(row)
     return header, body
@@ -256,10 +352,10 @@ _LATEX_ESCAPES = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{
 
 def _latex_escape(text: str) -> str:
     text = "".join(_LATEX_ESCAPES.get(ch, ch) for ch in text)
-    return text.replace("↑", r"$\uparrow$").replace("↓", r"$\downarrow$").replace("–", "--")
+    return text.replace("↑", r"$\uparrow$").replace("↓", r"$\downarrow$").replace("–", "--").replace(" †", "†").replace("†", r"$^\dagger$")
 
 
-def latex_table(run: RunData, cells: dict, form: Form = "paper", caption: str = "") -> str:
+def latex_table(run: RunData, cells: dict, form: Form = "paper", caption: str = "", notes: Sequence[str] = ()) -> str:
     header, body = _table_rows(run, cells, form)
 
     def mark(text: str, rank: int | None) -> str:
@@ -279,7 +375,10 @@ def latex_table(run: RunData, cells: dict, form: Form = "paper", caption: str = 
         if i and row[0][0]:
             lines.append(r"\midrule")
         lines.append(" & ".join(mark(t, r) for t, r in row) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    if notes:
+        lines += [r"\par\smallskip", r"{\footnotesize\raggedright", *(_latex_escape(note) + r"\par" for note in notes), "}"]
+    lines.append(r"\end{table}")
     return "\n".join(line for line in lines if line)
 
 
@@ -299,27 +398,31 @@ def html_table(run: RunData, cells: dict, form: Form = "paper", css_class: str =
     return "\n".join(out)
 
 
+LEGEND = "Bold: best, underlined: second best among the means over the same images (↑ higher is better, ↓ lower is better)."
+
+
 def markdown_tables(run: RunData, cells: dict | None = None) -> str:
     cells = summarise(run) if cells is None else cells
-    legend = "Bold: best, underlined: second best (↑ higher is better, ↓ lower is better). Means over the images scored."
+    notes = "\n\n".join(table_notes(run, cells))
     return (
         "# Benchmark results\n\n"
-        f"Colour: {run.config.get('colour', 'gray')}. {legend}\n\n"
+        f"Colour: {run.config.get('colour', 'gray')}. {LEGEND}\n\n"
         "## Comparison (the paper's Table 1 form)\n\n"
         + markdown_table(run, cells, "paper")
-        + "\n\n## Ablation form (the paper's Tables 2 and 3)\n\n"
+        + f"\n\n{notes}\n\n## Ablation form (the paper's Tables 2 and 3)\n\n"
         + markdown_table(run, cells, "ablation")
-        + "\n"
+        + "\n\nThe same means, marks and notes as above.\n"
     )
 
 
 def latex_tables(run: RunData, cells: dict | None = None) -> str:
     cells = summarise(run) if cells is None else cells
+    notes = table_notes(run, cells)
     return (
         "% Generated by causalfuse bench; needs \\usepackage{booktabs}.\n"
-        + latex_table(run, cells, "paper", "Quantitative comparison (Bold: optimal, underline: suboptimal).")
+        + latex_table(run, cells, "paper", "Quantitative comparison (Bold: optimal, underline: suboptimal).", notes)
         + "\n\n"
-        + latex_table(run, cells, "ablation", "Ablation studies (Bold: optimal, underline: suboptimal).")
+        + latex_table(run, cells, "ablation", "Ablation studies (Bold: optimal, underline: suboptimal).", notes)
         + "\n"
     )
 
@@ -635,6 +738,7 @@ def write_report(outdir: str | os.PathLike, *, log: Callable[[str], None] | None
     if scene_md:
         md += "\n" + scene_md
 
+    write_csv(out / "summary.csv", SUMMARY_FIELDS, summary_rows(run, cells))
     with atomic_path(out / "tables.md") as tmp:
         tmp.write_text(md, encoding="utf-8")
     with atomic_path(out / "tables.tex") as tmp:
@@ -646,7 +750,10 @@ def write_report(outdir: str | os.PathLike, *, log: Callable[[str], None] | None
         for r in run.missing:
             per[(r["method"], r["dataset"])] = per.get((r["method"], r["dataset"]), 0) + 1
         items = "".join(f"<li>{html.escape(m)} on {html.escape(d)}: {n} images missing</li>" for (m, d), n in per.items())
-        warnings_html += f"<div class=warn><strong>Missing images</strong> (means cover only the images present; see the <em>images</em> rows):<ul>{items}</ul></div>"
+        warnings_html += (
+            "<div class=warn><strong>Missing images</strong> (those means cover only the images present, "
+            f"are marked † and are not ranked; see the notes under the results):<ul>{items}</ul></div>"
+        )
     if run.errors:
         rows = [[r["method"], r["dataset"], r["image"], r["stage"], r["message"][:300]] for r in run.errors]
         warnings_html += "<div class=warn><strong>Failures</strong> (the rest of the run continued):" + _html_simple_table(
@@ -657,6 +764,7 @@ def write_report(outdir: str | os.PathLike, *, log: Callable[[str], None] | None
         f"<h3>{html.escape(d)}</h3>" + _img(grids.get(d), f"{d}: images x methods") + _img(bars.get(d), f"{d}: metric means")
         for d in run.datasets
     )
+    notes_html = "".join(f"<p class=note>{html.escape(note)}</p>" for note in table_notes(run, cells))
     config = run.config
     n_images = len(run.pairs)
     meta = (
@@ -671,11 +779,12 @@ def write_report(outdir: str | os.PathLike, *, log: Callable[[str], None] | None
 <p class=note>{html.escape(meta)}</p>
 {warnings_html}
 <h2 id=results>Results (the paper's Table 1 form)</h2>
-<p class=note>Bold: best, underlined: second best; ↑ higher is better, ↓ lower is better. Means over the images scored; the
-<em>images</em> rows give how many images each mean covers.</p>
+<p class=note>{html.escape(LEGEND)} The <em>images</em> rows give how many images each mean covers.</p>
 {html_table(run, cells, "paper", "results")}
+{notes_html}
 <h2 id=ablation>Ablation form (the paper's Tables 2 and 3)</h2>
 {html_table(run, cells, "ablation", "ablation")}
+<p class=note>The same means, marks and notes as above.</p>
 <h2 id=timing>Timing</h2>
 <p class=note>Fusion of the luminance channel only (no file I/O), on this machine; parameters where the method is a network.</p>
 {_html_simple_table(TIMING_HEADER, timing, "timing", numeric_from=2)}
