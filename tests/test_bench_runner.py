@@ -141,6 +141,24 @@ def test_another_configuration_is_refused_unless_overwrite(tmp_path, ds):
     assert json.loads((out / "config.json").read_text())["colour"] == "vifb"
 
 
+def test_a_checkpoint_replaced_at_the_same_path_is_another_method(tmp_path, ds):
+    from causalfuse.checkpoint import save_model
+    from causalfuse.integrity import file_sha256
+    from tests.test_net import small_net
+
+    ckpt = save_model(tmp_path / "net.safetensors", small_net(seed=0))
+    out = tmp_path / "out"
+    quiet_log = lambda m: None  # noqa: E731
+    run_bench(config({"set1": ds}, methods=(f"causalfuse@{ckpt}",), device="cpu"), out, progress=False, report=False, log=quiet_log)
+    assert json.loads((out / "config.json").read_text())["methods"][0]["weights_sha256"] == file_sha256(ckpt)
+    summary = run_bench(config({"set1": ds}, methods=(f"causalfuse@{ckpt}",), device="cpu"), out, progress=False, report=False, log=quiet_log)
+    assert summary.reused == 2, "the same file: its results are reused"
+    save_model(ckpt, small_net(seed=7))  # new weights, same path
+    with pytest.raises(CausalFuseError, match=r"method causalfuse@net was causalfuse with .*net\.safetensors \(content sha256 .*\), now .*--overwrite"):
+        run_bench(config({"set1": ds}, methods=(f"causalfuse@{ckpt}",), device="cpu"), out, progress=False, report=False, log=quiet_log)
+    assert parse_method_spec("causalfuse").weights_sha256 is not None, "the bundled weights are identified by content too"
+
+
 def test_a_failing_image_is_reported_and_the_rest_continue(tmp_path, ds, failing_method):
     out = tmp_path / "out"
     failing_method.bad_pixel = float(np.asarray(Image.open(ds / "ir" / "b2.png"))[0, 0]) / 255.0

@@ -321,6 +321,13 @@ def test_alpha_is_dropped_alike_for_arrays_and_files(tmp_path):
     expected = fuse(grey(10, 12), vi, method="average")
     np.testing.assert_array_equal(fuse(grey(10, 12), rgba, method="average"), expected)
     np.testing.assert_array_equal(fuse(grey(10, 12), tmp_path / "vi.png", method="average"), expected)
+    # and the metrics score an RGBA image as its RGB
+    from causalfuse import metrics
+
+    fused = np.rint(expected * 255).astype(np.uint8)
+    fused_rgba = np.concatenate([fused, np.full((10, 12, 1), 200, np.uint8)], axis=-1)
+    ir = grey(10, 12)
+    assert metrics.compute(fused_rgba, ir, rgba, metrics=["MI", "CC"]) == metrics.compute(fused, ir, vi, metrics=["MI", "CC"])
 
 
 def test_large_images_show_progress_over_their_tiles(capsys):

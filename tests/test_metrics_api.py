@@ -106,7 +106,7 @@ def test_size_mismatch_names_the_shapes():
         (np.zeros((3, 8, 8), np.uint8), "channels first"),
         (np.zeros((8, 8), np.int32), "data_range"),
         ("not an image", "expected a NumPy array"),
-        (np.zeros((8, 8, 4), np.uint8), r"shape \(H, W\)"),
+        (np.zeros((8, 8, 5), np.uint8), r"shape \(H, W\)"),
     ],
 )
 def test_bad_inputs_are_refused(bad, match):

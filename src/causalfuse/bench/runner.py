@@ -80,12 +80,17 @@ class MethodSpec:
         method: a registered method name (None for an external folder).
         weights: a checkpoint for the method (None: its default).
         external: a folder of already fused images (``--external``).
+        weights_sha256: the SHA-256 of the weights the method runs with (its
+            bundled ones when ``weights`` is None; None for methods without
+            weights): a checkpoint replaced at the same path is another
+            method, whose cached results are not reused.
     """
 
     label: str
     method: str | None = None
     weights: str | None = None
     external: str | None = None
+    weights_sha256: str | None = None
 
     @property
     def kind(self) -> str:
@@ -146,7 +151,12 @@ def parse_method_spec(text: str, *, lrrnet_weights: str | None = None) -> Method
             f"method {method!r} needs a weights file: pass {'--lrrnet-weights PATH or ' if method == 'lrrnet' else ''}"
             f"{method}@PATH in --methods"
         )
-    return MethodSpec(label=_check_label(label or method, "method"), method=method, weights=weights)
+    from ..integrity import file_sha256
+    from ..models.methods import weights_file
+
+    path = weights_file(method, weights)
+    digest = file_sha256(path) if path is not None and path.is_file() else None
+    return MethodSpec(label=_check_label(label or method, "method"), method=method, weights=weights, weights_sha256=digest)
 
 
 def parse_named_folder(text: str, what: str) -> tuple[str | None, Path]:
@@ -317,7 +327,12 @@ def config_conflicts(old: "BenchConfig", new: "BenchConfig") -> list[str]:
 def _describe(m: MethodSpec) -> str:
     if m.external:
         return f"external folder {m.external}"
-    return m.method + (f" with {m.weights}" if m.weights else "")
+    text = m.method + (f" with {m.weights}" if m.weights else "")
+    if m.weights_sha256:
+        text += f" (content sha256 {m.weights_sha256[:12]}...)"
+    elif m.method and m.kind == "learned":
+        text += " (content not recorded)"
+    return text
 
 
 def _prepare_outdir(outdir: Path, config: BenchConfig, overwrite: bool, log: Callable[[str], None]) -> None:

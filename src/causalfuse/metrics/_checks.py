@@ -50,12 +50,19 @@ class Prepared:
 
 
 def _to_numpy(x: Any, name: str) -> np.ndarray:
-    """Arrays pass through; tensors become channels-last arrays."""
+    """Arrays pass through; tensors become channels-last arrays; a 4th (alpha) channel is dropped.
+
+    Dropping alpha is what :func:`causalfuse.io.load_image` does for files and
+    :func:`causalfuse.fuse` for arrays: the colour is scored as stored,
+    whatever its transparency.
+    """
     if isinstance(x, np.ndarray):
         arr = x
+        if arr.ndim == 3 and arr.shape[2] == 4:
+            return arr[:, :, :3]
         if arr.ndim == 3 and arr.shape[2] not in (1, 3):
-            hint = " (channels first? NumPy images are (H, W, C))" if arr.shape[0] in (1, 3) else ""
-            raise CausalFuseError(f"{name}: expected an image of shape (H, W) or (H, W, 1|3), got {arr.shape}{hint}")
+            hint = " (channels first? NumPy images are (H, W, C))" if arr.shape[0] in (1, 3, 4) else ""
+            raise CausalFuseError(f"{name}: expected an image of shape (H, W) or (H, W, 1|3|4), got {arr.shape}{hint}")
         return arr
     try:
         import torch
