@@ -108,6 +108,21 @@ def test_missing_sources_are_listed(tiny, capsys):
     assert "Traceback" not in err and not (tiny / "out.csv").exists()
 
 
+def test_an_unwritable_output_fails_before_the_scoring(tiny, capsys, monkeypatch):
+    from causalfuse.metrics import folder
+
+    def scored(*args, **kwargs):
+        raise AssertionError("the images were scored before the output was checked")
+
+    monkeypatch.setattr(folder, "score_triplets", scored)
+    (tiny / "blocker").write_text("a file, not a folder")
+    args = _eval(tiny)
+    args[args.index("-o") + 1] = str(tiny / "blocker" / "out.csv")
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "out.csv: cannot write here" in err and "blocker is a file, not a folder" in err and "Traceback" not in err
+
+
 def test_size_mismatch_names_the_file(tiny, capsys):
     _write(tiny / "fused" / "b.png", np.zeros((48, 45), np.uint8))
     assert main(_eval(tiny)) == 2

@@ -149,21 +149,22 @@ def _umask() -> int:
     return mask
 
 
-def check_writable(path: str | os.PathLike, *, bits: Literal[8, 16] = 8) -> Path:
-    """Check, before any work, that an image can be written to ``path``.
+def check_writable(path: str | os.PathLike, *, bits: Literal[8, 16] | None = 8) -> Path:
+    """Check, before any work, that a file can be written to ``path``.
 
-    The suffix must name a known format (16-bit: PNG or TIFF), and the folder
-    must exist or be creatable and accept a new file (tried for real, so
-    read-only mounts and permissions are caught as the write would meet them).
-    Nothing is left behind.
+    For an image (``bits`` not None) the suffix must name a known format
+    (16-bit: PNG or TIFF). The folder must exist or be creatable and accept a
+    new file (tried for real, so read-only mounts and permissions are caught
+    as the write would meet them). Nothing is left behind.
 
     Raises:
         CausalFuseError: one line naming the path and the problem.
     """
     path = Path(path)
-    fmt = _format_for(path)
-    if bits == 16 and fmt not in ("PNG", "TIFF"):
-        raise CausalFuseError(f"{path}: 16-bit output needs a .png or .tif file, not {path.suffix}")
+    if bits is not None:
+        fmt = _format_for(path)
+        if bits == 16 and fmt not in ("PNG", "TIFF"):
+            raise CausalFuseError(f"{path}: 16-bit output needs a .png or .tif file, not {path.suffix}")
     if path.is_dir():
         raise CausalFuseError(f"{path}: is a directory, but a file path is expected here")
     folder = path.parent
@@ -172,11 +173,10 @@ def check_writable(path: str | os.PathLike, *, bits: Literal[8, 16] = 8) -> Path
         existing = existing.parent
     if not existing.is_dir():
         raise CausalFuseError(f"{path}: cannot write here ({existing} is a file, not a folder)")
-    probe_dir = folder if folder.exists() else existing
     try:
-        fd, probe = tempfile.mkstemp(prefix=".causalfuse-probe.", dir=probe_dir)
+        fd, probe = tempfile.mkstemp(prefix=".causalfuse-probe.", dir=existing)
     except OSError as exc:
-        raise CausalFuseError(f"{path}: cannot write here ({probe_dir}: {exc.strerror or exc})") from None
+        raise CausalFuseError(f"{path}: cannot write here ({existing}: {exc.strerror or exc})") from None
     os.close(fd)
     os.unlink(probe)
     return path

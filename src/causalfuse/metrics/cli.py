@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Iterable, Sequence
 
 from ..data.paired import natural_key
 from ..errors import CausalFuseError
-from ..io import atomic_path
+from ..io import atomic_path, check_writable
 
 if TYPE_CHECKING:
     from .folder import ScoreRow, Summary
@@ -149,6 +149,9 @@ def run(args: argparse.Namespace) -> int:
     from .folder import find_triplets, iter_rows_csv, pair_names, score_triplets, summarise
 
     infos = resolve_metrics(args.metrics)
+    for target in (args.output, args.markdown):
+        if target:
+            check_writable(target, bits=None)  # before the scoring, not after it
     fused = _parse_fused(args.fused)
     triplets = find_triplets(args.ir, args.vi, fused)
     images = pair_names(args.ir, args.vi)
