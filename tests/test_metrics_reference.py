@@ -86,3 +86,38 @@ def test_matches_original_matlab(column, reference, computed):
         if not (abs(got - want) <= ABS_TOL or abs(got - want) <= REL_TOL * abs(want)):
             bad.append(f"{key[0]}/{key[1]}: {got:.8g} vs {want:.8g}")
     assert not bad, f"{column}: {len(bad)} of {len(ref)} values off:\n" + "\n".join(bad[:20])
+
+
+# ----------------------------------------------------------------------------- VIFF on flat windows
+
+#: oracle/viff_edge holds 10 significant digits.
+EDGE_REL_TOL = 1e-6
+
+
+def _edge_cases() -> list[tuple[str, float]]:
+    path = shared_path("oracle", "viff_edge", "reference.csv")
+    with open(path, newline="") as fh:
+        return [(row["case"], float(row["value"])) for row in csv.DictReader(fh) if row["metric"] == "VIFF"]
+
+
+def test_viff_equals_the_original_on_exactly_constant_windows():
+    """Twelve triplets with constant patches (saturated, black, a constant fused image) and two controls.
+
+    Five of them change by up to 40 % when constant windows are computed
+    exactly instead of with the original's arithmetic (oracle/viff_edge/README.md).
+    """
+    import numpy as np
+    from PIL import Image
+
+    from causalfuse.metrics.visual import viff
+
+    cases = _edge_cases()
+    assert len(cases) == 12
+    bad = []
+    for case, want in cases:
+        folder = shared_path("oracle", "viff_edge", case)
+        ir, vi, fused = (np.asarray(Image.open(folder / f"{n}.png")).astype(np.float64) for n in ("ir", "vi", "fused"))
+        got = viff(fused, ir, vi)
+        if not abs(got - want) <= EDGE_REL_TOL * abs(want):
+            bad.append(f"{case}: {got:.10g} vs {want:.10g}")
+    assert not bad, "\n".join(bad)

@@ -46,6 +46,7 @@ __all__ = [
     "ssim_sum",
     "stretch_round",
     "viff_arguments",
+    "viff_window_stats_octave",
 ]
 
 _JIT = dict(nogil=True, cache=True, error_model="numpy")
@@ -137,8 +138,8 @@ def separable_valid(x, g, step, four_taps):
 
     ``step`` is 1 or 2. Needs H, W >= len(g) (the caller handles smaller
     images). ``four_taps``: add four taps per pass over a line (fewer loads
-    and stores of the accumulator), which pays for long windows (VIFF's 33
-    and 17) but not for short ones (11).
+    and stores of the accumulator), which pays for long windows (VIFF's first
+    scale, 17 taps) but not for short ones (11 and fewer).
     """
     depth, h, w = x.shape
     n = g.size
@@ -215,6 +216,58 @@ def _vif_terms(mu1, e11, e12, mu2, sigma2_sq, sigma_n_sq):
     if flat1:
         sigma1_sq = 0.0
     return g * g * sigma1_sq / (sv_sq + sigma_n_sq), sigma1_sq / sigma_n_sq, g
+
+
+@njit(**_JIT)
+def viff_window_stats_octave(a, b, f, win, rows, starts, lengths):
+    """VIFF's eight local statistics at runs of windows, with the original's floating-point arithmetic.
+
+    ``filter2(win, x, 'valid')`` in Octave is ``conv2`` with the rotated
+    kernel, which sums each window term by term: kernel columns from last to
+    first, and within each, rows from last to first, one ``c = c + w * x``
+    (a BLAS ``axpy``, no fused multiply-add) per term. On an exactly constant
+    window that leaves a variance residue of about 1e-10 that the original's
+    ``sigma^2 < 1e-10`` tests and gains then act on, so those windows are
+    summed here exactly that way (Numba fuses no multiply and add unless
+    asked). The windows come as runs along a row (``rows[i]``, columns
+    ``starts[i]`` to ``starts[i] + lengths[i] - 1``), so the innermost loop
+    runs over neighbouring windows, each keeping its own order of terms.
+
+    ``a``, ``b``: the sources; ``f``: the fused image; ``win``: the 2-D
+    kernel. Returns (8, total length): mean, second moment and cross moment
+    with ``f`` of ``a``, the same of ``b``, then mean and second moment of ``f``.
+    """
+    m, n = win.shape
+    total = 0
+    for i in range(rows.size):
+        total += lengths[i]
+    out = np.zeros((8, total))
+    offset = 0
+    for i in range(rows.size):
+        r = rows[i]
+        c0 = starts[i]
+        length = lengths[i]
+        acc = out[:, offset : offset + length]
+        for q in range(n - 1, -1, -1):
+            for p in range(m - 1, -1, -1):
+                w = win[p, q]
+                ra = a[r + p, c0 + q : c0 + q + length]
+                rb = b[r + p, c0 + q : c0 + q + length]
+                rf = f[r + p, c0 + q : c0 + q + length]
+                for k in range(length):
+                    x = ra[k]
+                    y = rb[k]
+                    z = rf[k]
+                    acc[0, k] = acc[0, k] + w * x
+                    acc[1, k] = acc[1, k] + w * (x * x)
+                    acc[2, k] = acc[2, k] + w * (x * z)
+                    acc[3, k] = acc[3, k] + w * y
+                    acc[4, k] = acc[4, k] + w * (y * y)
+                    acc[5, k] = acc[5, k] + w * (y * z)
+                    acc[6, k] = acc[6, k] + w * z
+                    acc[7, k] = acc[7, k] + w * (z * z)
+        offset += length
+    return out
 
 
 @njit(**_JIT)

@@ -4,14 +4,29 @@ Takes one channel on the 0-255 scale. Local statistics are separable
 Gaussian-window 'valid' filters (faster here than FFT at these sizes); the
 sources' own statistics are kept in a small cache, since a benchmark scores
 many fused images against the same pair.
+
+Flat windows are the exception. On a window where an image is constant (a
+clipped highlight, a saturated sky) the original's 2-D filter leaves a
+variance residue of up to about 3e-10 instead of 0, and its
+``sigma^2 < 1e-10`` tests and gains act on that residue: they decide whether
+the window counts as flat and which source is taken. So at the first scale
+(17 x 17, the only one where this changes the value) every window where an
+image is constant (variance below :data:`_FLAT`) at a level whose residue
+reaches 1e-10 is computed again with the original's arithmetic
+(:func:`~._kernels.viff_window_stats_octave`, the 2-D ``fspecial`` kernel as
+Octave builds it). Ordinary windows keep the fast path: their variance is at
+least about 5e-5 for 8-bit images, far from the thresholds (:data:`_FLAT`
+lies between).
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ._filters import filter2_valid, filter2_valid_decimated, gaussian_1d, source_cache
-from ._kernels import viff_arguments
+from ._kernels import viff_arguments, viff_window_stats_octave
 from ._registry import register_metric
 
 __all__ = ["viff"]
@@ -20,6 +35,22 @@ _SIGMA_N_SQ = 0.005 * 255 * 255
 _C = 1e-7
 _SCALE_WEIGHTS = np.array([1.0, 0.0, 0.15, 1.0]) / 2.15
 _WINDOWS = [gaussian_1d(2 ** (5 - s) + 1, (2 ** (5 - s) + 1) / 5.0) for s in range(1, 5)]  # 17, 9, 5, 3
+#: First-scale windows with a variance below this, in any image, are computed with the original's arithmetic.
+_FLAT = 1e-6
+
+
+def _fspecial_octave(size: int, sigma: float) -> np.ndarray:
+    """``fspecial('gaussian', size, sigma)`` as Octave computes it: libm's exp, normalised by a column-major running sum."""
+    half = (size - 1) / 2.0
+    two_sigma_sq = 2.0 * sigma * sigma
+    kernel = np.array([[math.exp(-((j - half) ** 2 + (i - half) ** 2) / two_sigma_sq) for j in range(size)] for i in range(size)])
+    total = 0.0
+    for value in kernel.T.ravel():  # sum(f(:)): column by column
+        total += value
+    return kernel / total
+
+
+_WINDOW_2D = _fspecial_octave(17, 17 / 5.0)
 
 
 @register_metric(
@@ -90,8 +121,83 @@ def _viff(fused: np.ndarray, first: np.ndarray, second: np.ndarray) -> float:
         if mu2.size == 0:
             return float("nan")  # smaller than the window: sum of nothing, 0 / 0 in the original
         cross = filter2_valid(np.stack([a * f, b * f]), g)
-        args = viff_arguments(ca[4 + s], ca[8 + s], cross[0], cb[4 + s], cb[8 + s], cross[1], mu2, e22, _SIGMA_N_SQ)
+        stats = [ca[4 + s], ca[8 + s], cross[0], cb[4 + s], cb[8 + s], cross[1], mu2, e22]
+        if s == 0:
+            stats = _flat_windows_as_original(stats, a, b, f)
+        args = viff_arguments(*stats, _SIGMA_N_SQ)
         args += 1.0
         vid, vind = np.log10(args, out=args)
         total += _SCALE_WEIGHTS[s] * ((vid + _C).sum() / (vind + _C).sum())
     return float(total)
+
+
+def _flat_windows_as_original(stats: list[np.ndarray], a: np.ndarray, b: np.ndarray, f: np.ndarray) -> list[np.ndarray]:
+    """The first scale's statistics with every window the residue decides recomputed the original's way.
+
+    Those are the windows where an image is constant at a level whose
+    residue (in the original's arithmetic) reaches the 1e-10 threshold. At
+    other levels (0, 255 and all but ten of the 8-bit levels) every test
+    sees "flat" in both arithmetics and the results agree, so only the
+    flagged windows pay for the slow sum.
+    """
+    mu_a, e2_a, _, mu_b, e2_b, _, mu_f, e2_f = stats
+    decisive = _decisive(a, mu_a, e2_a) | _decisive(b, mu_b, e2_b) | _decisive(f, mu_f, e2_f)
+    if not decisive.any():
+        return stats
+    rows, starts, lengths = _runs(decisive)
+    exact = viff_window_stats_octave(
+        np.ascontiguousarray(a, dtype=np.float64), np.ascontiguousarray(b, dtype=np.float64),
+        np.ascontiguousarray(f, dtype=np.float64), _WINDOW_2D, rows, starts, lengths,
+    )
+    out = [x.copy() for x in stats]  # the sources' maps belong to the cache
+    for x, values in zip(out, exact):
+        x[decisive] = values  # row-major order, as the runs
+    return out
+
+
+def _decisive(image: np.ndarray, mu: np.ndarray, e2: np.ndarray) -> np.ndarray:
+    """Windows where ``image`` is constant at a level whose residue the original's tests act on."""
+    flat = e2 - mu * mu < _FLAT
+    if not flat.any():
+        return flat
+    levels = np.rint(mu[flat])
+    if not np.array_equal(image, np.rint(image)) or levels.min() < 0 or levels.max() > 255:
+        return flat  # not 8-bit levels: a flat window need not be constant; all take the slow sum
+    decisive = np.zeros_like(flat)
+    decisive[flat] = _residue_reaches_threshold()[levels.astype(np.intp)]
+    return decisive
+
+
+_RESIDUE_TABLE: np.ndarray | None = None
+
+
+def _residue_reaches_threshold() -> np.ndarray:
+    """For each 8-bit level v: whether the original's variance of a constant-v 17 x 17 window is at least 1e-10.
+
+    Computed once, term by term in the original's order (the same sums as
+    :func:`~._kernels.viff_window_stats_octave`): ten levels (154, 178, 196,
+    199, 228, 229, 230, 238, 247, 254) with the kernel of Octave's ``fspecial``.
+    """
+    global _RESIDUE_TABLE
+    if _RESIDUE_TABLE is None:
+        v = np.arange(256, dtype=np.float64)
+        mean = np.zeros(256)
+        second = np.zeros(256)
+        m, n = _WINDOW_2D.shape
+        for q in range(n - 1, -1, -1):
+            for p in range(m - 1, -1, -1):
+                w = _WINDOW_2D[p, q]
+                mean = mean + w * v
+                second = second + w * (v * v)
+        _RESIDUE_TABLE = second - mean * mean >= 1e-10
+    return _RESIDUE_TABLE
+
+
+def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Runs of True along the rows of a 2-D mask: (row, first column, length) each, in row-major order."""
+    padded = np.zeros((mask.shape[0], mask.shape[1] + 2), dtype=np.int8)
+    padded[:, 1:-1] = mask
+    edges = np.diff(padded, axis=1)
+    r0, c0 = np.nonzero(edges == 1)
+    _, c1 = np.nonzero(edges == -1)
+    return r0.astype(np.int64), c0.astype(np.int64), (c1 - c0).astype(np.int64)
