@@ -135,6 +135,29 @@ def test_viff_matches_direct_2d_filtering():
     assert viff(f, ir, vi) == pytest.approx(_viff_direct(vi, ir, f), rel=1e-9)
 
 
+def test_viff_flat_windows_follow_the_originals_arithmetic():
+    """Constant windows: residues of the original's 2-D sums, measured under Octave (oracle/viff_edge/README.md)."""
+    from causalfuse.metrics import visual
+
+    decisive = visual._residue_reaches_threshold()
+    # Octave: 2.8e-10 (229), 1.6e-10 (230), 2.5e-10 (247), 1.2e-10 (254) reach 1e-10; 2.2e-11 (255) and 0 (0) do not.
+    assert decisive[[229, 230, 247, 254]].all() and not decisive[[0, 255]].any()
+    assert decisive.sum() == 10
+
+    # A fused image constant at 229 on a patch: the slow sums change the value, a patch at 0 does not take them.
+    f, ir, vi = _triplet((60, 70))
+    for level, changes in ((229, True), (0, False)):
+        patched = f.copy()
+        patched[10:50, 15:60] = level
+        fast_only = pytest.MonkeyPatch()
+        fast_only.setattr(visual, "_flat_windows_as_original", lambda stats, *images: stats)
+        try:
+            separable = viff(patched, ir, vi)
+        finally:
+            fast_only.undo()
+        assert (viff(patched, ir, vi) != separable) is changes, level
+
+
 def test_ssim_matches_direct_2d_filtering():
     f, ir, vi = _triplet((30, 27))
     w = _fspecial(11, 1.5)
