@@ -182,3 +182,19 @@ def test_each_metric_is_refused_just_below_its_minimum_and_finite_at_it(name):
             compute(f, ir, vi, [name], colour="vifb")
         # the function alone keeps the original's answer for such sizes
         assert not math.isfinite(get_metric(name).fn(*(x if x.ndim == 2 else x[..., 0] for x in (f, ir, vi))))
+
+
+def test_groups_select_metrics_and_all_keeps_its_meaning(monkeypatch):
+    from causalfuse.metrics import _registry, list_groups, register_metric, resolve_metrics
+
+    before = [m.name for m in resolve_metrics("all")]
+    assert len(before) == 18
+    monkeypatch.setattr(_registry, "_METRICS", dict(_registry._METRICS))
+
+    @register_metric("Zz1", higher_is_better=True, reference="test", groups=("extra",))
+    def zz1(fused, ir, vi):
+        return 1.0
+
+    assert [m.name for m in resolve_metrics("all")] == before, "a metric with a group is not part of all"
+    assert list_groups()["extra"] == ["Zz1"]
+    assert [m.name for m in resolve_metrics("MI,EXTRA,mi")] == ["MI", "Zz1"]

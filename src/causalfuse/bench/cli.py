@@ -135,7 +135,9 @@ def run(args: argparse.Namespace) -> int:
                 print(f"  {name:20s} {info.kind:10s} {info.description}")
             print("metrics:")
             for name in list_metrics():
-                print(f"  {name:10s} {'higher' if get_metric(name).higher_is_better else 'lower'} is better")
+                info = get_metric(name)
+                groups = f" (groups: {', '.join(info.groups)})" if info.groups else ""
+                print(f"  {name:14s} {'higher' if info.higher_is_better else 'lower'} is better{groups}")
             return 0
         raise CausalFuseError(f"unknown bench command {' '.join(args.bench_command)!r}; use `causalfuse bench report OUTDIR` or `causalfuse bench list`")
 
@@ -180,12 +182,9 @@ def run(args: argparse.Namespace) -> int:
     from .runner import dataset_roots
 
     datasets = {name: str(root) for name, root in dataset_roots(args.data).items()}
-    if args.metrics.strip().lower() == "all":
-        from ..metrics import list_metrics
+    from ..metrics import resolve_metrics
 
-        metrics = list_metrics()
-    else:
-        metrics = _split(args.metrics)
+    metrics = [info.name for info in resolve_metrics(_split(args.metrics))]  # groups such as "all" expanded
     config = BenchConfig(
         methods=methods,
         datasets=datasets,

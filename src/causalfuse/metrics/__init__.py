@@ -23,7 +23,7 @@ import numpy as np
 
 from ..errors import CausalFuseError
 from ._checks import Colour, Prepared, prepare
-from ._registry import MetricInfo, get_metric, list_metrics, register_metric
+from ._registry import MetricInfo, get_metric, list_groups, list_metrics, register_metric
 from ._threads import set_default_threads, thread_count as _thread_count
 
 # Importing the metric families registers them.
@@ -44,6 +44,7 @@ __all__ = [
     "compute",
     "compute_prepared",
     "get_metric",
+    "list_groups",
     "list_metrics",
     "prepare",
     "register_metric",
@@ -53,7 +54,11 @@ __all__ = [
 
 
 def resolve_metrics(metrics: str | Sequence[str] | None) -> list[MetricInfo]:
-    """Metric records from names: a sequence, a comma-separated string, or ``"all"``.
+    """Metric records from names and groups: a sequence or a comma-separated string.
+
+    A group name (``all``: the metrics of published tables; see
+    :func:`list_groups`) stands for its metrics; names and groups mix, and
+    each metric comes once, in the order given.
 
     Raises:
         CausalFuseError: an unknown name (the message lists the available ones).
@@ -62,13 +67,13 @@ def resolve_metrics(metrics: str | Sequence[str] | None) -> list[MetricInfo]:
         metrics = DEFAULT_METRICS
     if isinstance(metrics, str):
         metrics = [m.strip() for m in metrics.split(",") if m.strip()]
-    if len(metrics) == 1 and metrics[0].lower() == "all":
-        return [get_metric(n) for n in list_metrics()]
+    groups = list_groups()
     out: list[MetricInfo] = []
     for name in metrics:
-        info = get_metric(name)
-        if info not in out:
-            out.append(info)
+        for member in groups.get(name.lower(), [name]):
+            info = get_metric(member)
+            if info not in out:
+                out.append(info)
     return out
 
 

@@ -14,7 +14,7 @@ from typing import Callable, Literal
 
 from ..errors import CausalFuseError
 
-__all__ = ["MetricInfo", "register_metric", "list_metrics", "get_metric"]
+__all__ = ["MetricInfo", "register_metric", "list_metrics", "list_groups", "get_metric"]
 
 ColourRule = Literal["per_channel", "fused_only", "side_by_side"]
 
@@ -38,6 +38,10 @@ class MetricInfo:
             smaller images, naming the metric and this size; the function
             itself returns what the original code returns there (the
             metric's docstring says what).
+        groups: names of the selections the metric belongs to besides its
+            own name (e.g. ``fmi``, ``liu2012``); a metric with groups is not
+            part of ``all``, which keeps the meaning it has in published
+            tables (VIFB's 13 and the five the fusion papers added).
     """
 
     name: str
@@ -47,6 +51,7 @@ class MetricInfo:
     colour: ColourRule = "per_channel"
     vifb_name: str | None = None
     min_size: int = 1
+    groups: tuple[str, ...] = ()
 
 
 _METRICS: dict[str, MetricInfo] = {}
@@ -60,6 +65,7 @@ def register_metric(
     colour: ColourRule = "per_channel",
     vifb_name: str | None = None,
     min_size: int = 1,
+    groups: tuple[str, ...] = (),
 ) -> Callable[[Callable[..., float]], Callable[..., float]]:
     """Decorator registering a single-channel metric function under ``name``."""
 
@@ -67,7 +73,7 @@ def register_metric(
         key = name.lower()
         if key in _METRICS and _METRICS[key].fn is not fn:
             raise ValueError(f"metric {name!r} is registered twice")
-        _METRICS[key] = MetricInfo(name, fn, higher_is_better, reference, colour, vifb_name, min_size)
+        _METRICS[key] = MetricInfo(name, fn, higher_is_better, reference, colour, vifb_name, min_size, tuple(g.lower() for g in groups))
         fn.higher_is_better = higher_is_better  # type: ignore[attr-defined]
         return fn
 
@@ -81,6 +87,17 @@ def list_metrics() -> list[str]:
     return sorted((m.name for m in _METRICS.values()), key=str.lower)
 
 
+def list_groups() -> dict[str, list[str]]:
+    """Selections by name: ``all`` (the metrics of published tables) and every metric group."""
+    from . import _load_all  # noqa: F401
+
+    groups: dict[str, list[str]] = {"all": [m.name for m in _METRICS.values() if not m.groups]}
+    for m in _METRICS.values():
+        for g in m.groups:
+            groups.setdefault(g, []).append(m.name)
+    return {g: sorted(names, key=str.lower) for g, names in groups.items()}
+
+
 def get_metric(name: str) -> MetricInfo:
     """The record of ``name`` (case-insensitive); unknown names list the known ones."""
     from . import _load_all  # noqa: F401
@@ -88,4 +105,5 @@ def get_metric(name: str) -> MetricInfo:
     try:
         return _METRICS[name.lower()]
     except KeyError:
-        raise CausalFuseError(f"unknown metric {name!r}; available: {', '.join(list_metrics())}") from None
+        groups = ", ".join(g for g in list_groups())
+        raise CausalFuseError(f"unknown metric {name!r}; available: {', '.join(list_metrics())}; groups: {groups}") from None
