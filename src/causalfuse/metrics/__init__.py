@@ -9,7 +9,8 @@ mode once, and returns ``{name: value}``.
 Families: :mod:`.information` (MI, EN, CE), :mod:`.gradient` (AG, EI, SF,
 Qabf), :mod:`.structural` (SSIM), :mod:`.statistics` (SD, RMSE, PSNR, CC,
 SCD), :mod:`.visual` (VIF = VIFF), :mod:`.perceptual` (Qcb, Qcv, MS-SSIM) and
-:mod:`.artefacts` (Nabf).
+:mod:`.artefacts` (Nabf); outside ``all``, in the group ``fmi``:
+:mod:`.fmi` (FMI_pixel, FMI_dct, FMI_edge, FMI_gradient).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from ._registry import MetricInfo, get_metric, list_groups, list_metrics, regist
 from ._threads import set_default_threads, thread_count as _thread_count
 
 # Importing the metric families registers them.
-from . import gradient, information, statistics, structural, visual  # noqa: E402,F401
+from . import fmi, gradient, information, statistics, structural, visual  # noqa: E402,F401
 
 for _family in ("perceptual", "artefacts"):
     # Optional while they are being written; once the file exists it must import.
