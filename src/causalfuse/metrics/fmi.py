@@ -362,9 +362,10 @@ def feature_mutual_information(
             (Octave's Sobel edge map); see the module docstring.
 
     Returns:
-        The mean over all 3 x 3 windows of (FMI(VI, F) + FMI(IR, F)) / 2, in
-        [0, 1] up to the original's negative joint masses. NaN below 3 x 3
-        pixels: no window fits and the original's ``mean2`` of an empty map is NaN.
+        The mean over all 3 x 3 windows of (FMI(VI, F) + FMI(IR, F)) / 2,
+        normally in [0, 1] (the simplified Nelsen joint pdf can have negative
+        masses, so this is not guaranteed). NaN below 3 x 3 pixels: no window
+        fits and the original's ``mean2`` of an empty map is NaN.
     """
     f = np.asarray(fused, dtype=np.float64)
     if min(f.shape) < 3:
