@@ -5,8 +5,8 @@ FMI_edge and FMI_gradient for 21 pairs x 12 fusion methods (10 significant
 digits; README.md there says how they were made). Each value must agree
 within 1e-4 relative.
 
-All 1,008 values take about 5 minutes of CPU (the three non-binary features
-cost 0.1 to 0.4 s per triplet), too long for a routine run on two cores: by
+All 1,008 values take about 5 minutes on two loaded cores (the three
+non-binary features cost up to 0.35 s of CPU per triplet), too long for a routine run: by
 default FMI_edge is checked on all 252 triplets and the other three on 42
 (every pair, two methods each, every method seven times).
 ``CAUSALFUSE_FMI_ALL=1`` checks all 1,008 values.

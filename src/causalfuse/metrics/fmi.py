@@ -23,8 +23,8 @@ the visible branch, so the infrared branch's equality test compares the raw
 infrared window with the *normalised* fused window. An infrared window equal
 to the fused one then scores like any other (0 instead of 1 when it has one
 pixel above a flat background, a one-point pdf). On kettle/GTF this moves
-FMI_pixel by 6e-4 and FMI_gradient by 5e-4; FMI_edge does not change (binary
-windows normalise to themselves, and a flat one scores 1 either way).
+FMI_pixel by 6e-4 and FMI_gradient by 5e-4; FMI_edge did not change on the
+triplets checked (binary windows normalise to themselves).
 
 Features:
 
