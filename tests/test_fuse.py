@@ -179,3 +179,19 @@ def test_lrrnet_cli_reproduces_the_official_result(lrrnet_weights, val_data, tmp
 def test_lrrnet_without_weights_says_what_to_pass():
     with pytest.raises(CausalFuseError, match="--weights"):
         fuse(grey(8, 8), grey(8, 8), method="lrrnet")
+
+
+def test_fusing_does_not_import_the_metrics_or_plotting_stack():
+    """`causalfuse fuse` starts without Numba, SciPy, matplotlib or scikit-learn (start-up time)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, causalfuse, causalfuse.cli, causalfuse.fuse_cli\n"
+        "from causalfuse.models.registry import create_method, get_method\n"
+        "get_method('causalfuse'); create_method('average')\n"
+        "heavy = ('numba', 'scipy', 'matplotlib', 'sklearn', 'pywt', 'causalfuse.metrics')\n"
+        "print(','.join(m for m in heavy if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "", f"imported on the fuse path: {out}"

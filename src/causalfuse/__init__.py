@@ -14,7 +14,6 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from . import metrics
 from .checkpoint import load_model, save_model
 from .errors import CausalFuseError
 from .fuse import fuse, fuse_folder
@@ -36,3 +35,13 @@ __all__ = [
     "register_method",
     "save_model",
 ]
+
+
+def __getattr__(name: str):
+    # ``causalfuse.metrics`` (Numba, SciPy) is imported on first use, so that
+    # fusing does not pay for it at start-up.
+    if name == "metrics":
+        import importlib
+
+        return importlib.import_module(f"{__name__}.metrics")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

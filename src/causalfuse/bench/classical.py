@@ -28,8 +28,6 @@ import warnings
 from typing import Callable
 
 import numpy as np
-from scipy import ndimage
-
 from ..errors import CausalFuseError
 from ..models.registry import register_method
 
@@ -88,6 +86,7 @@ _BURT_KERNEL = np.array([1.0, 4.0, 6.0, 4.0, 1.0], dtype=np.float32) / 16.0
 
 
 def _blur(image: np.ndarray) -> np.ndarray:
+    from scipy import ndimage  # imported on use: fusing with a network never needs it
     out = ndimage.convolve1d(image, _BURT_KERNEL, axis=0, mode="reflect")
     return ndimage.convolve1d(out, _BURT_KERNEL, axis=1, mode="reflect")
 
@@ -178,6 +177,7 @@ def fuse_dwt(ir: np.ndarray, vi: np.ndarray, *, wavelet: str = "db2", levels: in
 
 def _box_mean(image: np.ndarray, radius: int, count: np.ndarray | None = None) -> np.ndarray:
     """Mean over the (2r+1)^2 window clipped to the image (He et al.'s box filter / N)."""
+    from scipy import ndimage  # imported on use: fusing with a network never needs it
     size = 2 * radius + 1
     image = np.asarray(image, dtype=np.float64)
     total = ndimage.uniform_filter(image, size=size, mode="constant", cval=0.0)
@@ -188,6 +188,7 @@ def _box_mean(image: np.ndarray, radius: int, count: np.ndarray | None = None) -
 
 def _window_count(shape: tuple[int, ...], radius: int) -> np.ndarray:
     """N: the number of pixels of each clipped window, as a fraction of (2r+1)^2 (separable)."""
+    from scipy import ndimage  # imported on use: fusing with a network never needs it
     size = 2 * radius + 1
     rows = ndimage.uniform_filter1d(np.ones(shape[-2]), size, mode="constant", cval=0.0)
     cols = ndimage.uniform_filter1d(np.ones(shape[-1]), size, mode="constant", cval=0.0)
@@ -247,6 +248,7 @@ def fuse_gff(
        normalised to sum to one per pixel.
     4. F = sum W_B,n B_n + sum W_D,n D_n.
     """
+    from scipy import ndimage  # imported on use: fusing with a network never needs it
     ir, vi = _check_pair(ir, vi)
     sources = np.stack([ir, vi]).astype(np.float64)
     base = ndimage.uniform_filter(sources, size=(1, base_size, base_size), mode="reflect")
