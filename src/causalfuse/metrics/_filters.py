@@ -8,6 +8,7 @@ between calls (:class:`SourceCache`).
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import OrderedDict
 from typing import Callable
@@ -16,7 +17,15 @@ import numpy as np
 
 from ._kernels import separable_valid
 
-__all__ = ["gaussian_1d", "filter2_valid", "filter2_valid_decimated", "SourceCache", "source_cache"]
+__all__ = [
+    "gaussian_1d",
+    "filter2_valid",
+    "filter2_valid_decimated",
+    "fspecial_gaussian_octave",
+    "row_runs",
+    "SourceCache",
+    "source_cache",
+]
 
 
 def gaussian_1d(size: int, sigma: float) -> np.ndarray:
@@ -57,6 +66,43 @@ def filter2_valid(images: np.ndarray, g: np.ndarray) -> np.ndarray:
 def filter2_valid_decimated(images: np.ndarray, g: np.ndarray) -> np.ndarray:
     """``filter2_valid(images, g)[..., ::2, ::2]``, filtering only the kept rows and columns."""
     return _separable(images, g, 2)
+
+
+def fspecial_gaussian_octave(size: int, sigma: float, *, renormalise: bool = False) -> np.ndarray:
+    """``fspecial('gaussian', size, sigma)`` as Octave computes it: libm's exp, normalised by a column-major running sum.
+
+    The 2-D kernel, for the windows that must be summed with the original's
+    arithmetic (constant windows, where only rounding residue is left).
+    ``renormalise``: divide once more by ``sum(sum(w))`` (column sums, then
+    their sum), as Wang's ``ssim_index`` and the SSIM helpers of Liu's
+    toolbox do (``window = window/sum(sum(window))``).
+    """
+    half = (size - 1) / 2.0
+    two_sigma_sq = 2.0 * sigma * sigma
+    kernel = np.array([[math.exp(-((j - half) ** 2 + (i - half) ** 2) / two_sigma_sq) for j in range(size)] for i in range(size)])
+    total = 0.0
+    for value in kernel.T.ravel():  # sum(f(:)): column by column
+        total += value
+    kernel = kernel / total
+    if renormalise:
+        total = 0.0
+        for column in kernel.T:
+            column_sum = 0.0
+            for value in column:
+                column_sum += value
+            total += column_sum
+        kernel = kernel / total
+    return kernel
+
+
+def row_runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Runs of True along the rows of a 2-D mask: (row, first column, length) each, in row-major order."""
+    padded = np.zeros((mask.shape[0], mask.shape[1] + 2), dtype=np.int8)
+    padded[:, 1:-1] = mask
+    edges = np.diff(padded, axis=1)
+    r0, c0 = np.nonzero(edges == 1)
+    _, c1 = np.nonzero(edges == -1)
+    return r0.astype(np.int64), c0.astype(np.int64), (c1 - c0).astype(np.int64)
 
 
 class SourceCache:

@@ -21,11 +21,9 @@ lies between).
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
-from ._filters import filter2_valid, filter2_valid_decimated, gaussian_1d, source_cache
+from ._filters import filter2_valid, filter2_valid_decimated, fspecial_gaussian_octave, gaussian_1d, row_runs, source_cache
 from ._kernels import viff_arguments, viff_window_stats_octave
 from ._registry import register_metric
 
@@ -37,20 +35,7 @@ _SCALE_WEIGHTS = np.array([1.0, 0.0, 0.15, 1.0]) / 2.15
 _WINDOWS = [gaussian_1d(2 ** (5 - s) + 1, (2 ** (5 - s) + 1) / 5.0) for s in range(1, 5)]  # 17, 9, 5, 3
 #: First-scale windows with a variance below this, in any image, are computed with the original's arithmetic.
 _FLAT = 1e-6
-
-
-def _fspecial_octave(size: int, sigma: float) -> np.ndarray:
-    """``fspecial('gaussian', size, sigma)`` as Octave computes it: libm's exp, normalised by a column-major running sum."""
-    half = (size - 1) / 2.0
-    two_sigma_sq = 2.0 * sigma * sigma
-    kernel = np.array([[math.exp(-((j - half) ** 2 + (i - half) ** 2) / two_sigma_sq) for j in range(size)] for i in range(size)])
-    total = 0.0
-    for value in kernel.T.ravel():  # sum(f(:)): column by column
-        total += value
-    return kernel / total
-
-
-_WINDOW_2D = _fspecial_octave(17, 17 / 5.0)
+_WINDOW_2D = fspecial_gaussian_octave(17, 17 / 5.0)
 
 
 @register_metric(
@@ -144,7 +129,7 @@ def _flat_windows_as_original(stats: list[np.ndarray], a: np.ndarray, b: np.ndar
     decisive = _decisive(a, mu_a, e2_a) | _decisive(b, mu_b, e2_b) | _decisive(f, mu_f, e2_f)
     if not decisive.any():
         return stats
-    rows, starts, lengths = _runs(decisive)
+    rows, starts, lengths = row_runs(decisive)
     exact = viff_window_stats_octave(
         np.ascontiguousarray(a, dtype=np.float64), np.ascontiguousarray(b, dtype=np.float64),
         np.ascontiguousarray(f, dtype=np.float64), _WINDOW_2D, rows, starts, lengths,
@@ -191,13 +176,3 @@ def _residue_reaches_threshold() -> np.ndarray:
                 second = second + w * (v * v)
         _RESIDUE_TABLE = second - mean * mean >= 1e-10
     return _RESIDUE_TABLE
-
-
-def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Runs of True along the rows of a 2-D mask: (row, first column, length) each, in row-major order."""
-    padded = np.zeros((mask.shape[0], mask.shape[1] + 2), dtype=np.int8)
-    padded[:, 1:-1] = mask
-    edges = np.diff(padded, axis=1)
-    r0, c0 = np.nonzero(edges == 1)
-    _, c1 = np.nonzero(edges == -1)
-    return r0.astype(np.int64), c0.astype(np.int64), (c1 - c0).astype(np.int64)
