@@ -1,4 +1,4 @@
-"""Information-theoretic metrics: MI, EN, CE (VIFB definitions).
+"""Information-theoretic metrics: MI, EN, CE (VIFB definitions) and NCIE (group ``liu2012``).
 
 Every function takes one channel on the 0-255 scale (float64 or uint8).
 Histograms are ``np.bincount`` calls, never loops over pixels.
@@ -10,7 +10,7 @@ import numpy as np
 
 from ._registry import register_metric
 
-__all__ = ["mutual_information", "entropy", "cross_entropy", "levels256"]
+__all__ = ["mutual_information", "entropy", "cross_entropy", "levels256", "ncie"]
 
 # Float images carrying 8-bit levels (k / 255 in float32, times 255) sit within
 # ~1e-5 of an integer; this slack puts them in bin k, as their uint8 original.
@@ -112,3 +112,64 @@ def cross_entropy(fused: np.ndarray, ir: np.ndarray, vi: np.ndarray) -> float:
     """
     pf = _hist_prob(levels256(fused))
     return (_ce_single(vi, pf) + _ce_single(ir, pf)) / 2.0
+
+
+def _stretch_round(x: np.ndarray) -> np.ndarray:
+    """``normalize1``: min-max stretch to 0..255, rounded half away from zero; an all-zero image stays as it is.
+
+    A constant non-zero image divides 0 by 0 (NaN levels, which the
+    original cannot index its histogram with); None stands for that.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    lo, hi = x.min(), x.max()
+    if hi == 0 and lo == 0:
+        return x.astype(np.intp)
+    if hi == lo:
+        return None
+    y = (x - lo) / (hi - lo) * 255
+    whole = np.floor(y)
+    return (whole + (y - whole >= 0.5)).astype(np.intp)  # y >= 0: half up is MATLAB's round
+
+
+def _ncc(x_levels: np.ndarray, y_levels: np.ndarray) -> float:
+    """Wang's nonlinear correlation coefficient ``NCC.m``: H(x) + H(y) - H(x, y), 256 x 256 bins, logarithms base 256."""
+    joint = np.bincount((x_levels * 256 + y_levels).ravel(), minlength=65536).reshape(256, 256) / x_levels.size
+    return (_plogp_sum(joint.sum(axis=1), np.log2) + _plogp_sum(joint.sum(axis=0), np.log2) - _plogp_sum(joint, np.log2)) / 8.0
+
+
+@register_metric(
+    "NCIE",
+    higher_is_better=True,
+    reference="Q. Wang, Y. Shen, J. Jin, Performance evaluation of image fusion techniques, in: T. Stathaki (ed.), "
+    "Image Fusion: Algorithms and Applications, Academic Press, 2008, pp. 469-492; the measure: Q. Wang, Y. Shen, "
+    "J. Q. Zhang, A nonlinear correlation measure for multivariable data set, Physica D 200(3-4):287-295, 2005, "
+    "doi:10.1016/j.physd.2004.11.001",
+    groups=("liu2012",),
+)
+def ncie(fused: np.ndarray, ir: np.ndarray, vi: np.ndarray) -> float:
+    """Nonlinear correlation information entropy of the three images (``metricWang(VI, IR, F)``).
+
+    Each image is min-max stretched to 0..255 and rounded (``normalize1``);
+    the nonlinear correlation coefficients NCC (:func:`_ncc`) of the three
+    pairs fill R = [1 N_vi,ir N_vi,f; N_vi,ir 1 N_ir,f; N_vi,f N_ir,f 1];
+    with its eigenvalues r, NCIE = 1 + sum_i (r_i / 3) log_256(r_i / 3).
+    Symmetric in the three images; 0 for independent images. NCC(x, x) is
+    the entropy of x in base 256, so identical images score 1 only when
+    their histogram is flat.
+
+    Edge cases: a constant non-zero image gives NaN (the original's
+    ``normalize1`` divides 0 by 0 and its histogram cannot be indexed with
+    NaN); an all-zero image is kept as it is, as in the original. An
+    eigenvalue at or below 0 (R singular up to rounding, e.g. three
+    identical images) contributes its limit 0 to the sum, where the
+    original's ``r .* log2(r / 3)`` would give NaN (r = 0) or a complex
+    number whose real part is of the order of 1e-15.
+    """
+    levels = [_stretch_round(x) for x in (vi, ir, fused)]
+    if any(x is None for x in levels):
+        return float("nan")
+    a, b, f = levels
+    n_ab, n_af, n_bf = _ncc(a, b), _ncc(a, f), _ncc(b, f)
+    r = np.linalg.eigvalsh(np.array([[1.0, n_ab, n_af], [n_ab, 1.0, n_bf], [n_af, n_bf, 1.0]])) / 3
+    r = r[r > 0]
+    return float(1.0 + (r * np.log2(r)).sum() / 8.0)
