@@ -18,7 +18,11 @@ formulas. These kernels do the same arithmetic in single passes:
   ``arctan`` are several times faster than scalar calls);
 * :func:`stretch_round`, :func:`qcb_contrast_power` and
   :func:`sobel_power_block_sums`: Qcb's and Qcv's rounding, masked contrast
-  and block saliency.
+  and block saliency;
+* :func:`window_means_octave`: local means at chosen windows summed in
+  Octave's ``conv2`` order (the flat windows of Qs, Qw, Qe, Qy and Qc);
+  :func:`piella_sums`, :func:`yang_sum` and :func:`cvejic_sum`: their
+  per-pixel formulas, operation for operation as the original code.
 
 They release the GIL, so the metrics of one triplet run in parallel in
 threads. They are compiled on first use and cached on disk (``cache=True``:
@@ -37,9 +41,11 @@ from numba import njit
 
 __all__ = [
     "box_sums_valid",
+    "cvejic_sum",
     "mef_ssim_contrast",
     "mef_ssim_sum",
     "nabf_edges",
+    "piella_sums",
     "qcb_contrast_power",
     "separable_valid",
     "sobel_power_block_sums",
@@ -47,6 +53,8 @@ __all__ = [
     "stretch_round",
     "viff_arguments",
     "viff_window_stats_octave",
+    "window_means_octave",
+    "yang_sum",
 ]
 
 _JIT = dict(nogil=True, cache=True, error_model="numpy")
@@ -534,3 +542,148 @@ def sobel_power_block_sums(padded, size):
                 sq = mag * mag
                 out[k, bi, j // size] += sq * sq * mag
     return out
+
+
+@njit(**_JIT)
+def window_means_octave(images, win, rows, starts, lengths):
+    """Local means at runs of windows, summed term by term as Octave's ``filter2(win, x, 'valid')``.
+
+    The same order as :func:`viff_window_stats_octave` (kernel columns from
+    last to first, within each the rows from last to first, one
+    ``c = c + w * x`` per term, no fused multiply-add). ``images`` (K, H, W)
+    holds every image whose local mean is wanted, products such as the
+    original's ``img1.*img2`` already formed (a product of two doubles is
+    the same number however it is computed). The windows come as runs along
+    a row (``rows[i]``, columns ``starts[i]`` to ``starts[i] + lengths[i] - 1``).
+
+    Returns (K, total length), windows in row-major order.
+    """
+    m, n = win.shape
+    k_images = images.shape[0]
+    total = 0
+    for i in range(rows.size):
+        total += lengths[i]
+    out = np.zeros((k_images, total))
+    offset = 0
+    for i in range(rows.size):
+        r = rows[i]
+        c0 = starts[i]
+        length = lengths[i]
+        for s in range(k_images):
+            acc = out[s, offset : offset + length]
+            for q in range(n - 1, -1, -1):
+                for p in range(m - 1, -1, -1):
+                    w = win[p, q]
+                    x = images[s, r + p, c0 + q : c0 + q + length]
+                    for k in range(length):
+                        acc[k] = acc[k] + w * x[k]
+        offset += length
+    return out
+
+
+@njit(inline="always", **_JIT)
+def _ssim_at(u1, e11, u2, e22, e12, c1, c2):
+    """One value of the SSIM map, in the operation order of Wang's ``ssim_index``."""
+    u1_sq = u1 * u1
+    u2_sq = u2 * u2
+    u1_u2 = u1 * u2
+    num = (2 * u1_u2 + c1) * (2 * (e12 - u1_u2) + c2)
+    den = (u1_sq + u2_sq + c1) * ((e11 - u1_sq) + (e22 - u2_sq) + c2)
+    return num / den
+
+
+@njit(**_JIT)
+def piella_sums(ua, eaa, ub, ebb, uf, eff, eaf, ebf, c1, c2):
+    """Piella and Heijmans' per-window terms (``metricPeilla``), summed.
+
+    lambda = s_a^2 / (s_a^2 + s_b^2), with 0.5 added to both variances where
+    their sum is exactly 0; q = lambda SSIM(f, a) + (1 - lambda) SSIM(f, b);
+    c = max(s_a^2, s_b^2) (after the 0.5). Returns (sum q, sum c q, sum c).
+    """
+    rows, cols = uf.shape
+    total_q = 0.0
+    total_cq = 0.0
+    total_c = 0.0
+    for i in range(rows):
+        acc_q = 0.0
+        acc_cq = 0.0
+        acc_c = 0.0
+        for j in range(cols):
+            sa = eaa[i, j] - ua[i, j] * ua[i, j]
+            sb = ebb[i, j] - ub[i, j] * ub[i, j]
+            if sa + sb == 0:
+                sa = sa + 0.5
+                sb = sb + 0.5
+            lam = sa / (sa + sb)
+            ssim_a = _ssim_at(uf[i, j], eff[i, j], ua[i, j], eaa[i, j], eaf[i, j], c1, c2)
+            ssim_b = _ssim_at(uf[i, j], eff[i, j], ub[i, j], ebb[i, j], ebf[i, j], c1, c2)
+            q = lam * ssim_a + (1 - lam) * ssim_b
+            c = max(sa, sb)
+            acc_q += q
+            acc_cq += c * q
+            acc_c += c
+        total_q += acc_q
+        total_cq += acc_cq
+        total_c += acc_c
+    return total_q, total_cq, total_c
+
+
+@njit(**_JIT)
+def yang_sum(ua, eaa, ub, ebb, uf, eff, eab, eaf, ebf, c):
+    """Sum of Yang et al.'s per-window terms (``metricYang``) with C1 = C2 = ``c``.
+
+    Where SSIM(a, b) >= 0.75: lambda SSIM(a, f) + (1 - lambda) SSIM(b, f),
+    lambda = s_a^2 / (s_a^2 + s_b^2); elsewhere max(SSIM(a, f), SSIM(b, f)),
+    a NaN ignored as MATLAB's ``max`` does. As the original's
+    ``Q1 .* bin + Q2 .* ~bin``, a NaN lambda (both sources flat at 0) gives
+    NaN on either branch.
+    """
+    rows, cols = uf.shape
+    total = 0.0
+    for i in range(rows):
+        acc = 0.0
+        for j in range(cols):
+            ssim_ab = _ssim_at(ua[i, j], eaa[i, j], ub[i, j], ebb[i, j], eab[i, j], c, c)
+            ssim_af = _ssim_at(ua[i, j], eaa[i, j], uf[i, j], eff[i, j], eaf[i, j], c, c)
+            ssim_bf = _ssim_at(ub[i, j], ebb[i, j], uf[i, j], eff[i, j], ebf[i, j], c, c)
+            sa = eaa[i, j] - ua[i, j] * ua[i, j]
+            sb = ebb[i, j] - ub[i, j] * ub[i, j]
+            lam = sa / (sa + sb)
+            similar = 1.0 if ssim_ab >= 0.75 else 0.0
+            if math.isnan(ssim_af):
+                larger = ssim_bf
+            elif math.isnan(ssim_bf):
+                larger = ssim_af
+            else:
+                larger = max(ssim_af, ssim_bf)
+            acc += (lam * ssim_af + (1 - lam) * ssim_bf) * similar + larger * (1.0 - similar)
+        total += acc
+    return total
+
+
+@njit(**_JIT)
+def cvejic_sum(ua, eaa, ub, ebb, uf, eff, eaf, ebf, c):
+    """Sum of Cvejic et al.'s per-window similarity (``metricCvejic``, metric 2) with C1 = C2 = ``c``.
+
+    w = s_af / (s_af + s_bf) (local covariances with f); sim = w SSIM(a, f)
+    + (1 - w) SSIM(b, f), then sim = 0 where w < 0 and 1 where w > 1. A NaN
+    w (0 / 0) passes both tests, as in the original, and makes the sum NaN.
+    """
+    rows, cols = uf.shape
+    total = 0.0
+    for i in range(rows):
+        acc = 0.0
+        for j in range(cols):
+            ssim_af = _ssim_at(ua[i, j], eaa[i, j], uf[i, j], eff[i, j], eaf[i, j], c, c)
+            ssim_bf = _ssim_at(ub[i, j], ebb[i, j], uf[i, j], eff[i, j], ebf[i, j], c, c)
+            saf = eaf[i, j] - ua[i, j] * uf[i, j]
+            sbf = ebf[i, j] - ub[i, j] * uf[i, j]
+            w = saf / (saf + sbf)
+            sim = w * ssim_af + (1 - w) * ssim_bf
+            if w < 0:
+                sim = 0.0
+            if w > 1:
+                sim = 1.0
+            acc += sim
+        total += acc
+    return total
