@@ -237,15 +237,20 @@ def _liu_stats(fused: np.ndarray, a: np.ndarray, b: np.ndarray, *, cross_ab: boo
     if cross_ab:  # Yang: lambda and the SSIM maps of two images constant over the window
         flat_f = own[1] - own[0] * own[0] < _FLAT
         mask = (flat_a & flat_b) | (flat_f & (flat_a | flat_b))
-    else:
-        # Cvejic: the weight w = s_af / (s_af + s_bf) is clipped by the signs
-        # of s_af, s_bf and their sum (w < 0, w > 1), so every window where one
-        # of them is residue counts: an image constant over the window, or
-        # covariances that are exactly 0 or cancel.
-        s_af = own[2] - ua * own[0]
-        s_bf = own[3] - ub * own[0]
-        mask = (np.abs(s_af) < _FLAT) | (np.abs(s_bf) < _FLAT) | (np.abs(s_af + s_bf) < _FLAT)
-    return _as_original_at(mask, [ua, eaa, ub, ebb, *own], [a, a * a, b, b * b, *own_images], _LIU_W)
+        return _as_original_at(mask, [ua, eaa, ub, ebb, *own], [a, a * a, b, b * b, *own_images], _LIU_W)
+    # Cvejic: the weight w = s_af / (s_af + s_bf) is clipped by the signs of
+    # s_af, s_bf and their sum (w < 0, w > 1), so every window where one of
+    # them is residue counts: an image constant over the window, or
+    # covariances that are exactly 0 or cancel. Each side's statistics are
+    # needed where its covariance or the sum is residue (an SSIM map of two
+    # constant images only matters where both covariances are residue).
+    uf, eff, eaf, ebf = own
+    s_af = eaf - ua * uf
+    s_bf = ebf - ub * uf
+    cancel = np.abs(s_af + s_bf) < _FLAT
+    ua, eaa, uf, eff, eaf = _as_original_at((np.abs(s_af) < _FLAT) | cancel, [ua, eaa, uf, eff, eaf], [a, a * a, f, f * f, a * f], _LIU_W)
+    ub, ebb, uf, eff, ebf = _as_original_at((np.abs(s_bf) < _FLAT) | cancel, [ub, ebb, uf, eff, ebf], [b, b * b, f, f * f, b * f], _LIU_W)
+    return [ua, eaa, ub, ebb, uf, eff, eaf, ebf]
 
 
 @register_metric(
