@@ -9,8 +9,11 @@ mode once, and returns ``{name: value}``.
 Families: :mod:`.information` (MI, EN, CE), :mod:`.gradient` (AG, EI, SF,
 Qabf), :mod:`.structural` (SSIM), :mod:`.statistics` (SD, RMSE, PSNR, CC,
 SCD), :mod:`.visual` (VIF = VIFF), :mod:`.perceptual` (Qcb, Qcv, MS-SSIM) and
-:mod:`.artefacts` (Nabf); outside ``all``, in the group ``fmi``:
-:mod:`.fmi` (FMI_pixel, FMI_dct, FMI_edge, FMI_gradient).
+:mod:`.artefacts` (Nabf). Besides ``all`` (the 18 metrics of published
+tables) there are metrics addressed by name or by group only: Qs, Qw, Qe
+(``piella``) and Qy, Qc in :mod:`.structural`, NCIE in :mod:`.information`
+(all six in ``liu2012``), and FMI_pixel, FMI_dct, FMI_edge, FMI_gradient in
+:mod:`.fmi` (``fmi``); see :func:`list_groups`.
 """
 
 from __future__ import annotations
@@ -133,6 +136,13 @@ _COST = {
     "AG": 1.4,
     "SCD": 1.4,
     "CC": 1.4,
+    # not in "all" (groups liu2012, piella)
+    "Qe": 37,
+    "Qc": 27,
+    "Qy": 17,
+    "Qs": 12,
+    "Qw": 12,
+    "NCIE": 5,
 }
 
 

@@ -42,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--metrics",
         default="MI,VIF,Qabf,SSIM",
-        help="comma-separated metric names, or 'all' (default: %(default)s)",
+        help="comma-separated metric names and groups, e.g. 'all' (the 18 of published tables), 'liu2012', 'piella' (default: %(default)s)",
     )
     parser.add_argument(
         "--color",
