@@ -80,8 +80,10 @@ def ssim(fused: np.ndarray, ir: np.ndarray, vi: np.ndarray) -> float:
 # (and its covariance with anything) is only the rounding residue of
 # ``filter2(w, x.*x) - mu.^2``, about 1e-11, and these metrics divide such
 # residues by each other: lambda = s_a^2 / (s_a^2 + s_b^2) where both sources
-# are flat, Qc's weight s_af / (s_af + s_bf) where the fused image is flat,
-# and Qy's and Qc's SSIM maps, whose C1 = C2 = 2e-16 are below the residue.
+# are flat, Qy's and Qc's SSIM maps, whose C1 = C2 = 2e-16 are below the
+# residue, and Qc's weight s_af / (s_af + s_bf), whose sign and clipping the
+# residue decides wherever any of the three images is flat (or a covariance
+# is exactly 0, as for patterns uncorrelated by symmetry).
 # There the value is decided by the rounding of the original's sums, so the
 # separable filters are used everywhere else and those windows are summed
 # again term by term in the order of Octave's ``conv2``
@@ -95,7 +97,8 @@ _PIELLA_W = fspecial_gaussian_octave(11, 1.5, renormalise=True)
 _LIU_G = gaussian_1d(7, 1.5)
 _LIU_W = fspecial_gaussian_octave(7, 1.5, renormalise=True)
 _LIU_C = 2e-16
-#: Windows with a local variance below this are summed again the original's way.
+#: Windows with a local variance (Qc: a covariance, or their sum) below this in
+#: absolute value are summed again the original's way.
 #: Constant windows sit near 1e-11 (rounding residue); a window of an 8-bit
 #: image that is not constant has a variance of at least about 1e-6 (one
 #: pixel in a corner of the 11 x 11 window off by one level). Windows between
