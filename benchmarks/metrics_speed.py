@@ -106,10 +106,10 @@ def main(argv: list[str] | None = None) -> int:
             prep_t = time.perf_counter()
             p = prepare(f, ir, vi, colour)  # type: ignore[arg-type]
             prep_ms = (time.perf_counter() - prep_t) * 1e3
-            for name in names + grouped:  # warm-up (caches, imports)
+            for name in names:  # warm-up (caches, imports)
                 _run(get_metric(name), p)
             rows = []
-            for name in names + grouped:
+            for name in names:
                 info = get_metric(name)
                 walls, cpus = [], []
                 for _ in range(args.repeats):
