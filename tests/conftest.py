@@ -51,3 +51,17 @@ def train_data() -> Path:
 @pytest.fixture
 def oracle_dir() -> Path:
     return shared_path("oracle")
+
+
+def more_metrics_reference(columns) -> dict[str, dict[tuple[str, str], float]]:
+    """``oracle/more_metrics/reference.csv`` as {metric: {(image, method): value}} for the given metric columns."""
+    import csv
+    from collections import defaultdict
+
+    path = shared_path("oracle", "more_metrics", "reference.csv")
+    table: dict[str, dict[tuple[str, str], float]] = defaultdict(dict)
+    with open(path, newline="") as fh:
+        for row in csv.DictReader(fh):
+            if row["metric"] in columns:
+                table[row["metric"]][(row["image"], row["method"])] = float(row["value"])
+    return table

@@ -14,7 +14,6 @@ default FMI_edge is checked on all 252 triplets and the other three on 42
 
 from __future__ import annotations
 
-import csv
 import os
 from collections import defaultdict
 
@@ -22,7 +21,7 @@ import pytest
 
 from causalfuse.metrics.folder import Triplet, score_triplets
 
-from .conftest import shared_path
+from .conftest import more_metrics_reference, shared_path
 
 pytestmark = pytest.mark.slow
 
@@ -34,13 +33,7 @@ ALL_TRIPLETS = set(FEATURES) if os.environ.get("CAUSALFUSE_FMI_ALL") else {"FMI_
 
 @pytest.fixture(scope="module")
 def reference() -> dict[str, dict[tuple[str, str], float]]:
-    path = shared_path("oracle", "more_metrics", "reference.csv")
-    table: dict[str, dict[tuple[str, str], float]] = defaultdict(dict)
-    with open(path, newline="") as fh:
-        for row in csv.DictReader(fh):
-            if row["metric"] in FEATURES:
-                table[row["metric"]][(row["image"], row["method"])] = float(row["value"])
-    return table
+    return more_metrics_reference(FEATURES)
 
 
 def _checked(keys: list[tuple[str, str]], metric: str) -> list[tuple[str, str]]:

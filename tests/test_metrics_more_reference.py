@@ -22,7 +22,6 @@ property of the fusion and MATLAB may give other ones.
 
 from __future__ import annotations
 
-import csv
 import math
 from collections import defaultdict
 
@@ -34,7 +33,7 @@ from causalfuse.metrics import prepare
 from causalfuse.metrics.folder import Triplet, score_triplets
 from causalfuse.metrics.structural import _piella_weighted_edges, cvejic_qc
 
-from .conftest import shared_path
+from .conftest import more_metrics_reference, shared_path
 
 # About 65 s on 2 loaded cores (252 triplets, eight columns), hence slow.
 pytestmark = pytest.mark.slow
@@ -60,13 +59,7 @@ def is_flat_window_residue(column: str, value: float) -> bool:
 
 @pytest.fixture(scope="module")
 def reference() -> dict[str, dict[tuple[str, str], float]]:
-    path = shared_path("oracle", "more_metrics", "reference.csv")
-    table: dict[str, dict[tuple[str, str], float]] = defaultdict(dict)
-    with open(path, newline="") as fh:
-        for row in csv.DictReader(fh):
-            if row["metric"] in COLUMNS:
-                table[row["metric"]][(row["image"], row["method"])] = float(row["value"])
-    return table
+    return more_metrics_reference(COLUMNS)
 
 
 def _triplet(root, key) -> Triplet:
