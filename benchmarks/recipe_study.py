@@ -264,6 +264,7 @@ def _curves(outdir: Path, cells: dict, datasets: list[str]) -> Path | None:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import NullFormatter
     except ImportError:
         return None
     shown = METRICS + ("mean_grey",)
@@ -284,9 +285,13 @@ def _curves(outdir: Path, cells: dict, datasets: list[str]) -> Path | None:
                     colour, style = styles[variant]
                     ax.axhline(ys[0], ls=style, lw=1, color=colour, label=variant)
                     continue
+                # bars: the spread over seeds where there are several (points of one seed have none)
                 err = [statistics.stdev(m) if len(m) > 1 else 0.0 for _, m in pts]
                 ax.errorbar(xs, ys, yerr=err, marker="o", ms=3, capsize=2, label=variant)
             ax.set_xscale("log")
+            budgets = sorted({max(k[1], 1) for k in cells if k[0] not in styles})
+            ax.set_xticks(budgets, [str(b) for b in budgets])  # the budgets themselves, not log-scale decades
+            ax.xaxis.set_minor_formatter(NullFormatter())
             ax.set_title(f"{dataset}: {metric}", fontsize=9)
             ax.tick_params(labelsize=7)
             if i == len(datasets) - 1:
