@@ -337,3 +337,32 @@ def test_large_images_show_progress_over_their_tiles(capsys):
     assert "tiles of 50 x 40" in capsys.readouterr().err
     run_tiled(lambda a, b: a + b, ir, ir, tile=10, overlap=2, progress=False)
     assert capsys.readouterr().err == ""
+
+
+def test_bench_train_and_dictionary_outputs_are_checked_before_the_work(tmp_path, capsys):
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("not a folder")
+    ir_dir, vi_dir = make_folders(tmp_path, ["a", "b"])
+    data = tmp_path  # ir/ + vi/
+    cases = [
+        (["bench", "--methods", "average", "--data", f"set={data}", "--no-scenes", "--no-progress", "-o", str(blocker / "out")], "out"),
+        (["train", "--data", str(data), "--no-baffm", "--steps", "1", "-o", str(blocker / "run")], "run"),
+        (["dictionary", "build", "--data", str(data), "-o", str(blocker / "d.safetensors")], "d.safetensors"),
+    ]
+    for args, name in cases:
+        assert main(args) == 2, args
+        err = capsys.readouterr().err
+        assert f"{blocker / name}: cannot write here (" in err and "file.txt is a file, not a folder" in err, err
+        assert "Traceback" not in err
+
+
+def test_an_os_error_during_the_work_is_one_line_not_a_traceback(tmp_path, capsys, monkeypatch):
+    a, b = save(tmp_path / "a.png", grey(12, 14)), save(tmp_path / "b.png", grey(12, 14, 2))
+
+    def disk_full(path, image, bits=8):
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr(importlib.import_module("causalfuse.io"), "write_image", disk_full)
+    assert main(["fuse", "--ir", str(a), "--vi", str(b), "-o", str(tmp_path / "f.png"), "--method", "average"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == f"causalfuse fuse: error: {tmp_path / 'f.png'}: No space left on device"

@@ -77,6 +77,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"causalfuse {args.command}: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:
+        # The system refused a file operation the commands do not check for
+        # beforehand (disk full, a file removed while the work ran, ...): say
+        # which file and why, in one line.
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"causalfuse {args.command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "atomic_path",
     "check_writable",
+    "check_writable_folder",
     "load_image",
     "read_image",
     "to_float01",
@@ -167,19 +168,36 @@ def check_writable(path: str | os.PathLike, *, bits: Literal[8, 16] | None = 8) 
             raise CausalFuseError(f"{path}: 16-bit output needs a .png or .tif file, not {path.suffix}")
     if path.is_dir():
         raise CausalFuseError(f"{path}: is a directory, but a file path is expected here")
-    folder = path.parent
+    _probe(path.parent, path)
+    return path
+
+
+def check_writable_folder(folder: str | os.PathLike) -> Path:
+    """Check, before any work, that ``folder`` exists or can be created and accepts new files.
+
+    Raises:
+        CausalFuseError: one line naming the folder and the problem.
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise CausalFuseError(f"{folder}: exists and is not a folder")
+    _probe(folder, folder)
+    return folder
+
+
+def _probe(folder: Path, named: Path) -> None:
+    """Create and remove a file in ``folder`` or, where it does not exist yet, in its nearest existing parent."""
     existing = folder
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir():
-        raise CausalFuseError(f"{path}: cannot write here ({existing} is a file, not a folder)")
+        raise CausalFuseError(f"{named}: cannot write here ({existing} is a file, not a folder)")
     try:
         fd, probe = tempfile.mkstemp(prefix=".causalfuse-probe.", dir=existing)
     except OSError as exc:
-        raise CausalFuseError(f"{path}: cannot write here ({existing}: {exc.strerror or exc})") from None
+        raise CausalFuseError(f"{named}: cannot write here ({existing}: {exc.strerror or exc})") from None
     os.close(fd)
     os.unlink(probe)
-    return path
 
 
 def write_image(path: str | os.PathLike, image: np.ndarray, *, bits: Literal[8, 16] = 8) -> Path:

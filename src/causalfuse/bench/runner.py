@@ -336,9 +336,10 @@ def _describe(m: MethodSpec) -> str:
 
 
 def _prepare_outdir(outdir: Path, config: BenchConfig, overwrite: bool, log: Callable[[str], None]) -> None:
+    from ..io import check_writable_folder
+
     config_path = outdir / "config.json"
-    if outdir.exists() and not outdir.is_dir():
-        raise CausalFuseError(f"{outdir}: exists and is not a folder")
+    check_writable_folder(outdir)  # before any method runs
     stale = False
     if config_path.is_file():
         try:

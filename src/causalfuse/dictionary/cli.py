@@ -55,12 +55,14 @@ def run(args: argparse.Namespace) -> int:
 
 def _build(args: argparse.Namespace) -> int:
     from ..data.paired import find_pairs, pairs_from_roots
+    from ..io import check_writable
     from .build import build_dictionaries
     from .io import save_dictionaries
 
     out = Path(args.output)
     if out.exists() and not args.overwrite:
         raise CausalFuseError(f"{out}: already exists; pass --overwrite to replace it")
+    check_writable(out, bits=None)  # before the backbone runs over every image
     if (args.ir is None) != (args.vi is None):
         raise CausalFuseError("--ir and --vi go together: give both folders, or use --data")
     if not args.data and args.ir is None:

@@ -43,6 +43,7 @@ from torch.utils.data import DataLoader, Sampler
 from .._device import resolve_device
 from ..checkpoint import save_model
 from ..errors import CausalFuseError
+from ..io import check_writable_folder
 from ..losses import FusionLoss
 from ..models.net import CausalFusionNet
 from . import distributed as dist_utils
@@ -289,6 +290,7 @@ def _train(cfg: TrainConfig, device: torch.device, info: dist_utils.DistInfo, *,
     run = Path(cfg.output)
     state_path = run / STATE_FILE
     if info.is_main:
+        check_writable_folder(run)  # before the data and the network are loaded
         if not resume and state_path.exists():
             raise CausalFuseError(f"{run} already holds a training run ({state_path}): use --resume to continue it, or another -o")
         run.mkdir(parents=True, exist_ok=True)
