@@ -195,3 +195,22 @@ def test_fusing_does_not_import_the_metrics_or_plotting_stack():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "", f"imported on the fuse path: {out}"
+
+
+def test_kernels_are_compiled_only_for_jobs_large_enough_to_pay(ckpt, monkeypatch):
+    from causalfuse.models import methods
+    from causalfuse.models.lrr import LRREncoder
+
+    fn = methods.causalfuse_method(weights=ckpt, device="cpu")
+    encoders = [m for m in fn.net.modules() if isinstance(m, LRREncoder)]
+    assert len(encoders) == 2 and all(e.compile for e in encoders), "unplanned (a benchmark, a long run): compiled"
+    fn.plan(640 * 480)
+    assert not any(e.compile for e in encoders), "one 640 x 480 pair: eager is sooner"
+    fn.plan(10 * 640 * 480)
+    assert all(e.compile for e in encoders)
+
+    created = []
+    real = methods.NetworkMethod.plan
+    monkeypatch.setattr(methods.NetworkMethod, "plan", lambda self, pixels: (created.append(pixels), real(self, pixels)))
+    fuse(grey(20, 30), grey(20, 30), method="causalfuse", weights=ckpt, device="cpu")
+    assert created == [600]

@@ -113,8 +113,18 @@ def fuse(
             that differ, or a method whose output is not finite.
     """
     ir_y, vi_y, cbcr = luminance_pair(ir, vi)
-    fn = create_method(method, weights=weights, device=device) if isinstance(method, str) else method
+    if isinstance(method, str):
+        fn = create_method(method, weights=weights, device=device)
+        _plan(fn, ir_y.size)  # one pair: compile the kernels only if it is large
+    else:
+        fn = method
     return _recombine(_call(fn, ir_y, vi_y, progress=progress), cbcr)
+
+
+def _plan(fn: FusionMethod, pixels: int) -> None:
+    plan = getattr(fn, "plan", None)
+    if callable(plan):
+        plan(pixels)
 
 
 def _call(fn: FusionMethod, ir_y: np.ndarray, vi_y: np.ndarray, *, progress: bool = False) -> np.ndarray:
@@ -187,6 +197,17 @@ class FolderResult:
 
 def output_path_for(out_dir: Path, name: str, ext: str) -> Path:
     return out_dir / f"{name}{ext}"
+
+
+def _pixels(path: str | os.PathLike) -> int:
+    """Pixels of an image file, from its header (0 if it cannot be read: the fusion will say why)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return im.width * im.height
+    except Exception:  # noqa: BLE001 - only an estimate
+        return 0
 
 
 def _real(path: Path) -> str:
@@ -320,6 +341,7 @@ def fuse_folder(
     if not todo:
         return result
     fn = create_method(method, weights=weights, device=device)
+    _plan(fn, _pixels(todo[0][0].ir) * len(todo))  # the first pair's size for all: compile only if the run is large
     # While an overwrite is under way the folder holds old and new images: the
     # record says so until every output has been replaced.
     replacing = overwrite and any(t.exists() for _, t in todo)
