@@ -11,9 +11,9 @@ Qabf), :mod:`.structural` (SSIM), :mod:`.statistics` (SD, RMSE, PSNR, CC,
 SCD), :mod:`.visual` (VIF = VIFF), :mod:`.perceptual` (Qcb, Qcv, MS-SSIM) and
 :mod:`.artefacts` (Nabf). Besides ``all`` (the 18 metrics of published
 tables) there are metrics addressed by name or by group only: Qs, Qw, Qe
-(``piella``) and Qy, Qc in :mod:`.structural`, NCIE in :mod:`.information`
-(all six in ``liu2012``), and FMI_pixel, FMI_dct, FMI_edge, FMI_gradient in
-:mod:`.fmi` (``fmi``); see :func:`list_groups`.
+(``piella``) and Qy, Qc in :mod:`.structural`, NCIE in :mod:`.information`,
+Qp in :mod:`.phase` (all seven in ``liu2012``), and FMI_pixel, FMI_dct,
+FMI_edge, FMI_gradient in :mod:`.fmi` (``fmi``); see :func:`list_groups`.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from ._registry import MetricInfo, get_metric, list_groups, list_metrics, regist
 from ._threads import set_default_threads, thread_count as _thread_count
 
 # Importing the metric families registers them.
-from . import fmi, gradient, information, statistics, structural, visual  # noqa: E402,F401
+from . import fmi, gradient, information, phase, statistics, structural, visual  # noqa: E402,F401
 
 for _family in ("perceptual", "artefacts"):
     # Optional while they are being written; once the file exists it must import.

@@ -19,6 +19,8 @@ formulas. These kernels do the same arithmetic in single passes:
 * :func:`stretch_round`, :func:`qcb_contrast_power` and
   :func:`sobel_power_block_sums`: Qcb's and Qcv's rounding, masked contrast
   and block saliency;
+* :func:`phase_orientation_sums`: Qp's per-orientation sums over the
+  log-Gabor scales (amplitudes, their maximum, Kovesi's PC_2 energy);
 * :func:`window_means_octave`: local means at chosen windows summed in
   Octave's ``conv2`` order (the flat windows of Qs, Qw, Qe, Qy and Qc);
   :func:`piella_sums`, :func:`yang_sum` and :func:`cvejic_sum`: their
@@ -45,6 +47,7 @@ __all__ = [
     "mef_ssim_contrast",
     "mef_ssim_sum",
     "nabf_edges",
+    "phase_orientation_sums",
     "piella_sums",
     "qcb_contrast_power",
     "separable_valid",
@@ -687,3 +690,50 @@ def cvejic_sum(ua, eaa, ub, ebb, uf, eff, eaf, ebf, c):
             acc += sim
         total += acc
     return total
+
+
+@njit(**_JIT)
+def phase_orientation_sums(eo):
+    """One orientation of ``myphasecong3`` from the filter responses ``eo`` (nscale, H, W), complex.
+
+    Returns (sum_an, max_an, energy, an0_sq), each (H, W): the sum and the
+    maximum over scales of the amplitudes |eo|, the energy
+    sum_s E_s mE + O_s mO - |E_s mO - O_s mE| (E, O the even and odd
+    responses, (mE, mO) the summed response over its length + 1e-4), and
+    the squared amplitude at the smallest scale (for the noise estimate).
+    """
+    nscale, rows, cols = eo.shape
+    sum_an = np.empty((rows, cols))
+    max_an = np.empty((rows, cols))
+    energy = np.empty((rows, cols))
+    an0_sq = np.empty((rows, cols))
+    for i in range(rows):
+        for j in range(cols):
+            se = 0.0
+            so = 0.0
+            sa = 0.0
+            ma = 0.0
+            for s in range(nscale):
+                e = eo[s, i, j].real
+                o = eo[s, i, j].imag
+                a = math.sqrt(e * e + o * o)
+                se += e
+                so += o
+                sa += a
+                if s == 0:
+                    ma = a
+                    an0_sq[i, j] = a * a
+                elif a > ma:
+                    ma = a
+            x = math.sqrt(se * se + so * so) + 1e-4
+            me = se / x
+            mo = so / x
+            en = 0.0
+            for s in range(nscale):
+                e = eo[s, i, j].real
+                o = eo[s, i, j].imag
+                en += e * me + o * mo - abs(e * mo - o * me)
+            sum_an[i, j] = sa
+            max_an[i, j] = ma
+            energy[i, j] = en
+    return sum_an, max_an, energy, an0_sq
