@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
-from scipy import fft as sfft
 
 from causalfuse.metrics import compute, list_groups, list_metrics
 from causalfuse.metrics._kernels import phase_orientation_sums
