@@ -354,7 +354,10 @@ def test_no_cxx_compiler_gives_one_warning_line_and_the_same_image(tmp_path, mon
     from causalfuse.cli import main
     from causalfuse.models import lrr
 
+    from causalfuse.models.methods import NetworkMethod
+
     monkeypatch.setenv("CAUSALFUSE_COMPILE", "1")
+    monkeypatch.setattr(NetworkMethod, "COMPILE_MIN_PIXELS", 0)  # a small pair would not try to compile at all
     monkeypatch.setattr(lrr, "_COMPILE_UNAVAILABLE", None)
     for name, fn, eager in [
         ("_FIRST", lrr._first_into, lrr._first_into_eager),
