@@ -55,7 +55,6 @@ __all__ = [
     "ssim_sum",
     "stretch_round",
     "viff_arguments",
-    "viff_window_stats_octave",
     "window_means_octave",
     "yang_sum",
 ]
@@ -227,58 +226,6 @@ def _vif_terms(mu1, e11, e12, mu2, sigma2_sq, sigma_n_sq):
     if flat1:
         sigma1_sq = 0.0
     return g * g * sigma1_sq / (sv_sq + sigma_n_sq), sigma1_sq / sigma_n_sq, g
-
-
-@njit(**_JIT)
-def viff_window_stats_octave(a, b, f, win, rows, starts, lengths):
-    """VIFF's eight local statistics at runs of windows, with the original's floating-point arithmetic.
-
-    ``filter2(win, x, 'valid')`` in Octave is ``conv2`` with the rotated
-    kernel, which sums each window term by term: kernel columns from last to
-    first, and within each, rows from last to first, one ``c = c + w * x``
-    (a BLAS ``axpy``, no fused multiply-add) per term. On an exactly constant
-    window that leaves a variance residue of about 1e-10 that the original's
-    ``sigma^2 < 1e-10`` tests and gains then act on, so those windows are
-    summed here exactly that way (Numba fuses no multiply and add unless
-    asked). The windows come as runs along a row (``rows[i]``, columns
-    ``starts[i]`` to ``starts[i] + lengths[i] - 1``), so the innermost loop
-    runs over neighbouring windows, each keeping its own order of terms.
-
-    ``a``, ``b``: the sources; ``f``: the fused image; ``win``: the 2-D
-    kernel. Returns (8, total length): mean, second moment and cross moment
-    with ``f`` of ``a``, the same of ``b``, then mean and second moment of ``f``.
-    """
-    m, n = win.shape
-    total = 0
-    for i in range(rows.size):
-        total += lengths[i]
-    out = np.zeros((8, total))
-    offset = 0
-    for i in range(rows.size):
-        r = rows[i]
-        c0 = starts[i]
-        length = lengths[i]
-        acc = out[:, offset : offset + length]
-        for q in range(n - 1, -1, -1):
-            for p in range(m - 1, -1, -1):
-                w = win[p, q]
-                ra = a[r + p, c0 + q : c0 + q + length]
-                rb = b[r + p, c0 + q : c0 + q + length]
-                rf = f[r + p, c0 + q : c0 + q + length]
-                for k in range(length):
-                    x = ra[k]
-                    y = rb[k]
-                    z = rf[k]
-                    acc[0, k] = acc[0, k] + w * x
-                    acc[1, k] = acc[1, k] + w * (x * x)
-                    acc[2, k] = acc[2, k] + w * (x * z)
-                    acc[3, k] = acc[3, k] + w * y
-                    acc[4, k] = acc[4, k] + w * (y * y)
-                    acc[5, k] = acc[5, k] + w * (y * z)
-                    acc[6, k] = acc[6, k] + w * z
-                    acc[7, k] = acc[7, k] + w * (z * z)
-        offset += length
-    return out
 
 
 @njit(**_JIT)
@@ -551,9 +498,12 @@ def sobel_power_block_sums(padded, size):
 def window_means_octave(images, win, rows, starts, lengths):
     """Local means at runs of windows, summed term by term as Octave's ``filter2(win, x, 'valid')``.
 
-    The same order as :func:`viff_window_stats_octave` (kernel columns from
+    Octave's ``conv2`` sums each window in this order: kernel columns from
     last to first, within each the rows from last to first, one
-    ``c = c + w * x`` per term, no fused multiply-add). ``images`` (K, H, W)
+    ``c = c + w * x`` (a BLAS ``axpy``) per term, no fused multiply-add
+    (Numba fuses none unless asked). On flat windows the metrics' tests act
+    on the rounding residue of these sums, so those windows are summed here
+    the same way. ``images`` (K, H, W)
     holds every image whose local mean is wanted, products such as the
     original's ``img1.*img2`` already formed (a product of two doubles is
     the same number however it is computed). The windows come as runs along

@@ -13,7 +13,7 @@ the window counts as flat and which source is taken. So at the first scale
 (17 x 17, the only one where this changes the value) every window where an
 image is constant (variance below :data:`_FLAT`) at a level whose residue
 reaches 1e-10 is computed again with the original's arithmetic
-(:func:`~._kernels.viff_window_stats_octave`, the 2-D ``fspecial`` kernel as
+(:func:`~._kernels.window_means_octave`, the 2-D ``fspecial`` kernel as
 Octave builds it). Ordinary windows keep the fast path: their variance is at
 least about 5e-5 for 8-bit images, far from the thresholds (:data:`_FLAT`
 lies between).
@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._filters import filter2_valid, filter2_valid_decimated, fspecial_gaussian_octave, gaussian_1d, row_runs, source_cache
-from ._kernels import viff_arguments, viff_window_stats_octave
+from ._kernels import viff_arguments, window_means_octave
 from ._registry import register_metric
 
 __all__ = ["viff"]
@@ -130,10 +130,10 @@ def _flat_windows_as_original(stats: list[np.ndarray], a: np.ndarray, b: np.ndar
     if not decisive.any():
         return stats
     rows, starts, lengths = row_runs(decisive)
-    exact = viff_window_stats_octave(
-        np.ascontiguousarray(a, dtype=np.float64), np.ascontiguousarray(b, dtype=np.float64),
-        np.ascontiguousarray(f, dtype=np.float64), _WINDOW_2D, rows, starts, lengths,
-    )
+    top, bottom = rows[0], rows[-1] + _WINDOW_2D.shape[0]  # only the image rows those windows read
+    a, b, f = (np.asarray(x[top:bottom], dtype=np.float64) for x in (a, b, f))
+    images = np.stack([a, a * a, a * f, b, b * b, b * f, f, f * f])  # the products of ``stats``, in its order
+    exact = window_means_octave(images, _WINDOW_2D, rows - top, starts, lengths)
     out = [x.copy() for x in stats]  # the sources' maps belong to the cache
     for x, values in zip(out, exact):
         x[decisive] = values  # row-major order, as the runs
@@ -160,7 +160,7 @@ def _residue_reaches_threshold() -> np.ndarray:
     """For each 8-bit level v: whether the original's variance of a constant-v 17 x 17 window is at least 1e-10.
 
     Computed once, term by term in the original's order (the same sums as
-    :func:`~._kernels.viff_window_stats_octave`): ten levels (154, 178, 196,
+    :func:`~._kernels.window_means_octave`): ten levels (154, 178, 196,
     199, 228, 229, 230, 238, 247, 254) with the kernel of Octave's ``fspecial``.
     """
     global _RESIDUE_TABLE
