@@ -157,18 +157,18 @@ def summarise(run: RunData) -> dict[tuple[str, str, str], Cell]:
     not comparable and is not ranked, so it cannot come out best by leaving
     a hard image out.
     """
+    from ..metrics.folder import comparable_means
+
     values: dict[tuple[str, str, str], dict[str, float]] = {}
     for r in run.results:
         values.setdefault((r["dataset"], r["metric"], r["method"]), {})[r["image"]] = float(r["value"])
     finite = {key: {image for image, v in vs.items() if math.isfinite(v)} for key, vs in values.items()}
-    scored_by_any: dict[tuple[str, str], set[str]] = {}
-    for (dataset, metric, _method), images in finite.items():
-        scored_by_any.setdefault((dataset, metric), set()).update(images)
+    comparable_of = comparable_means(finite, lambda key: key[:2])  # within a dataset and metric
     cells: dict[tuple[str, str, str], Cell] = {}
     for key, vs in values.items():
         kept = np.array([v for v in vs.values() if math.isfinite(v)])
         nan = len(vs) - kept.size
-        comparable = bool(finite[key]) and finite[key] == scored_by_any[key[:2]]
+        comparable = comparable_of[key]
         if kept.size:
             std = float(kept.std(ddof=1)) if kept.size > 1 else 0.0
             cells[key] = Cell(float(kept.mean()), std, int(kept.size), nan=nan, comparable=comparable)

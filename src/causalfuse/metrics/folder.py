@@ -27,7 +27,7 @@ import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Mapping, NamedTuple, Sequence
+from typing import Callable, Hashable, Iterable, Iterator, Mapping, NamedTuple, Sequence, TypeVar
 
 import numpy as np
 
@@ -37,7 +37,11 @@ from ..io import load_image
 from . import DEFAULT_METRICS, compute_prepared, prepare, resolve_metrics
 from ._checks import Colour
 
-__all__ = ["ScoreRow", "Summary", "Triplet", "find_triplets", "pair_names", "score_triplets", "score_folder", "summarise"]
+__all__ = [
+    "ScoreRow", "Summary", "Triplet", "comparable_means", "find_triplets", "pair_names", "score_triplets", "score_folder", "summarise",
+]  # fmt: skip
+
+K = TypeVar("K", bound=Hashable)
 
 
 class ScoreRow(NamedTuple):
@@ -275,9 +279,7 @@ def summarise(rows: Iterable[ScoreRow], images: Iterable[str] | None = None) -> 
     for r in rows:
         groups.setdefault((r.method, r.metric), {})[r.image] = r.value
     finite_images = {key: {image for image, v in values.items() if np.isfinite(v)} for key, values in groups.items()}
-    scored_by_any: dict[str, set[str]] = {}
-    for (_method, metric), found in finite_images.items():
-        scored_by_any.setdefault(metric, set()).update(found)
+    comparable_of = comparable_means(finite_images, lambda key: key[1])
     out = []
     for (method, metric), values in groups.items():
         found = finite_images[(method, metric)]
@@ -285,9 +287,28 @@ def summarise(rows: Iterable[ScoreRow], images: Iterable[str] | None = None) -> 
         mean = float(arr.mean()) if arr.size else float("nan")
         std = float(arr.std()) if arr.size else float("nan")
         missing = len(expected - set(values))
-        comparable = bool(found) and found == scored_by_any[metric]
-        out.append(Summary(method, metric, mean, std, len(found), len(values) - len(found), missing, comparable))
+        out.append(Summary(method, metric, mean, std, len(found), len(values) - len(found), missing, comparable_of[(method, metric)]))
     return out
+
+
+def comparable_means(finite: Mapping[K, set[str]], group: Callable[[K], Hashable]) -> dict[K, bool]:
+    """Which means can be compared: each key's finite images against all its group's.
+
+    Args:
+        finite: per key (e.g. method and metric), the images with a finite value.
+        group: the keys compared with one another (e.g. the metric, or the
+            dataset and metric).
+
+    Returns:
+        For each key: True when its images are not empty and are every image
+        that any key of its group has a finite value for (so comparable means
+        average the same images and none can rank higher by leaving a hard
+        image out).
+    """
+    scored_by_any: dict[Hashable, set[str]] = {}
+    for key, images in finite.items():
+        scored_by_any.setdefault(group(key), set()).update(images)
+    return {key: bool(images) and images == scored_by_any[group(key)] for key, images in finite.items()}
 
 
 def iter_rows_csv(rows: Iterable[ScoreRow]) -> Iterator[list[str]]:
