@@ -25,7 +25,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Literal, Union
+from typing import TYPE_CHECKING, Callable, Literal, Union
 
 import numpy as np
 import torch
@@ -35,7 +35,10 @@ from .errors import CausalFuseError
 from .io import atomic_path, check_writable, load_image, rgb_to_ycbcr, to_float01, write_image, ycbcr_to_rgb
 from .models.registry import FusionMethod, create_method, get_method
 
-__all__ = ["fuse", "fuse_folder", "FolderResult", "luminance_pair", "run_tiled", "refuse_inputs_as_outputs", "PRODUCER_FILE"]
+if TYPE_CHECKING:
+    from .register import Registered, Transform
+
+__all__ = ["fuse", "fuse_registered", "fuse_folder", "FolderResult", "luminance_pair", "run_tiled", "refuse_inputs_as_outputs", "PRODUCER_FILE"]
 
 #: The record, in an output folder, of what produced the images in it.
 PRODUCER_FILE = ".causalfuse-fuse.json"
@@ -92,6 +95,9 @@ def fuse(
     device: str = "auto",
     *,
     progress: bool = False,
+    register: bool | str = False,
+    transform: "str | os.PathLike | Transform | None" = None,
+    uncovered: Literal["visible", "crop"] = "visible",
 ) -> np.ndarray:
     """Fuse one infrared-visible pair.
 
@@ -103,6 +109,16 @@ def fuse(
         weights: checkpoint for learned methods (None: the bundled one).
         device: ``auto``, ``cpu`` or ``cuda``.
         progress: show a progress bar over the tiles of a large image.
+        register: register the infrared image to the visible one first
+            (pairs from two cameras): True for an affine transform, or a model
+            name (``translation``, ``similarity``, ``affine``, ``projective``).
+            The result is on the visible image's grid.
+        transform: a saved transform (file or
+            :class:`~causalfuse.register.Transform`) to apply instead of
+            estimating one; implies ``register``.
+        uncovered: visible pixels the registered infrared image does not
+            cover show the visible image (``visible``), or the result is
+            cropped to the largest covered rectangle (``crop``).
 
     Returns:
         The fused image, float32 in [0, 1]: (H, W, 3) when the visible image is
@@ -112,13 +128,76 @@ def fuse(
         CausalFuseError: unreadable inputs, NaN or out-of-range values, sizes
             that differ, or a method whose output is not finite.
     """
+    if register or transform is not None:
+        return fuse_registered(
+            ir, vi, method, weights, device, progress=progress,
+            model=register if isinstance(register, str) else None, transform=transform, uncovered=uncovered,
+        )[0]
     ir_y, vi_y, cbcr = luminance_pair(ir, vi)
+    fn = _method(method, weights, device, ir_y.size)
+    return _recombine(_call(fn, ir_y, vi_y, progress=progress), cbcr)
+
+
+def _method(method: str | FusionMethod, weights, device: str, pixels: int) -> FusionMethod:
     if isinstance(method, str):
         fn = create_method(method, weights=weights, device=device)
-        _plan(fn, ir_y.size)  # one pair: compile the kernels only if it is large
-    else:
-        fn = method
-    return _recombine(_call(fn, ir_y, vi_y, progress=progress), cbcr)
+        _plan(fn, pixels)  # one pair: compile the kernels only if it is large
+        return fn
+    return method
+
+
+def fuse_registered(
+    ir: ImageLike,
+    vi: ImageLike,
+    method: str | FusionMethod = "causalfuse",
+    weights: str | os.PathLike | None = None,
+    device: str = "auto",
+    *,
+    progress: bool = False,
+    model: str | None = None,
+    transform: "str | os.PathLike | Transform | None" = None,
+    uncovered: Literal["visible", "crop"] = "visible",
+    registration: dict | None = None,
+) -> "tuple[np.ndarray, Registered]":
+    """Register the infrared image to the visible one, then fuse on the visible grid.
+
+    Returns the fused image and the registration (transform, coverage). See
+    :func:`fuse` for the arguments; ``registration`` passes options on to
+    :func:`causalfuse.register.register_arrays` (``search``, ``min_mi``).
+
+    Raises:
+        CausalFuseError: as :func:`fuse`; a pair that cannot be registered
+            (:class:`~causalfuse.register.RegistrationError`), or a transform
+            of another model or for other image sizes.
+    """
+    from .register import Transform, largest_covered_box, register_arrays
+
+    if uncovered not in ("visible", "crop"):
+        raise CausalFuseError(f"uncovered={uncovered!r}: choose 'visible' or 'crop'")
+    ir_img, ir_name = _as_image(ir, "infrared")
+    vi_img, vi_name = _as_image(vi, "visible")
+    source = "the transform"
+    if transform is not None and not isinstance(transform, Transform):
+        source = str(transform)
+        transform = Transform.load(transform, model=model)
+    elif isinstance(transform, Transform) and model is not None and transform.model != model:
+        raise CausalFuseError(f"the transform is {transform.model}, but {model} was asked for")
+    reg = register_arrays(
+        ir_img, vi_img, model=model or "affine", transform=transform, transform_source=source,
+        name=f"{ir_name} + {vi_name}", **(registration or {}),
+    )
+    warped, covered = reg.warped, reg.covered
+    if uncovered == "crop":
+        x0, y0, x1, y1 = largest_covered_box(covered)
+        warped, vi_img, covered = warped[y0:y1, x0:x1], vi_img[y0:y1, x0:x1], covered[y0:y1, x0:x1]
+        reg.box = (x0, y0, x1, y1)
+    ir_y, vi_y, cbcr = luminance_pair(warped, vi_img)
+    # Uncovered pixels: the network sees the visible image twice there, and
+    # the result shows the visible image.
+    ir_y = np.where(covered, ir_y, vi_y)
+    fn = _method(method, weights, device, ir_y.size)
+    fused_y = np.where(covered, _call(fn, ir_y, vi_y, progress=progress), vi_y)
+    return _recombine(fused_y, cbcr), reg
 
 
 def _plan(fn: FusionMethod, pixels: int) -> None:
@@ -193,6 +272,7 @@ class FolderResult:
     skipped: list[Path] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
+    uncovered: list[tuple[str, float]] = field(default_factory=list)
 
 
 def output_path_for(out_dir: Path, name: str, ext: str) -> Path:
@@ -282,6 +362,10 @@ def fuse_folder(
     bits: Literal[8, 16] = 8,
     progress: bool = True,
     keep_going: bool = False,
+    register: bool | str = False,
+    transform: "str | os.PathLike | Transform | None" = None,
+    uncovered: Literal["visible", "crop"] = "visible",
+    registration: dict | None = None,
 ) -> FolderResult:
     """Fuse every pair of two folders (matched by file stem) into ``out_dir``.
 
@@ -292,6 +376,11 @@ def fuse_folder(
     have been made by the same method, weights (by content) and bit depth,
     as recorded in the folder's :data:`PRODUCER_FILE` (``overwrite`` replaces
     them and the record).
+
+    With ``register`` (or a ``transform``) each pair is registered first,
+    as :func:`fuse_registered` does, and its transform is written beside its
+    image (``name.json``); ``FolderResult.uncovered`` lists the fraction of
+    each visible image the infrared image did not cover.
 
     Raises:
         CausalFuseError: before any work for the cases above; during the work
@@ -311,7 +400,20 @@ def fuse_folder(
     targets = [(pair, output_path_for(out_dir, pair.name, ext)) for pair in pairs]
     refuse_inputs_as_outputs([t for _, t in targets], [p for pair in pairs for p in (Path(pair.ir), Path(pair.vi))])
     check_writable(out_dir / f"fused{ext}", bits=bits)
+    registering = bool(register) or transform is not None
+    model = register if isinstance(register, str) else None
+    if transform is not None:
+        from .register import Transform
+
+        if not isinstance(transform, Transform):
+            transform = Transform.load(transform, model=model)
     producer = producer_record(method, weights, bits)
+    if registering:
+        producer["register"] = {
+            "model": transform.model if transform is not None else (model or "affine"),
+            "transform": transform.to_dict()["matrix"] if transform is not None else "estimated per pair",
+            "uncovered": uncovered,
+        }
     existing = [t for _, t in targets if t.exists()]
     if existing and not overwrite:
         recorded = _read_producer(out_dir)
@@ -351,8 +453,18 @@ def fuse_folder(
     for pair, target in bar:
         bar.set_postfix_str(pair.name)
         try:
-            ir_y, vi_y, cbcr = luminance_pair(pair.ir, pair.vi)
-            write_image(target, _recombine(_call(fn, ir_y, vi_y, progress=progress), cbcr), bits=bits)
+            if registering:
+                fused, reg = fuse_registered(
+                    pair.ir, pair.vi, fn, progress=progress, model=model, transform=transform, uncovered=uncovered,
+                    registration=registration,
+                )
+                write_image(target, fused, bits=bits)
+                reg.transform.info["pair"] = pair.name
+                reg.transform.save(target.with_suffix(".json"))
+                result.uncovered.append((pair.name, reg.uncovered_fraction))
+            else:
+                ir_y, vi_y, cbcr = luminance_pair(pair.ir, pair.vi)
+                write_image(target, _recombine(_call(fn, ir_y, vi_y, progress=progress), cbcr), bits=bits)
         except CausalFuseError as exc:
             if not keep_going:
                 raise

@@ -35,6 +35,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bits", type=int, choices=(8, 16), default=8, help="output bit depth (16 needs PNG or TIFF; default 8)")
     p.add_argument("--keep-going", action="store_true", help="in folders, report a bad pair and go on with the rest")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    from .register.cli import add_arguments_for_fuse
+
+    add_arguments_for_fuse(p.add_argument_group("registration (pairs from two cameras)"))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -44,17 +47,35 @@ def run(args: argparse.Namespace) -> int:
     ir, vi, out = args.ir, args.vi, args.output
     if ir.is_dir() != vi.is_dir():
         raise CausalFuseError(f"--ir {ir} and --vi {vi}: give two files or two folders, not one of each")
+    registering = args.register or args.transform is not None
+    reg_options = {}
+    if registering:
+        from .register.cli import load_transform_arg, search_range
+
+        reg_options = {"search": search_range(args)}
+        if args.min_mi is not None:
+            reg_options["min_mi"] = args.min_mi
+        transform = load_transform_arg(args)
+    elif args.model is not None or args.uncovered != "visible":
+        raise CausalFuseError("--model and --uncovered are registration options; add --register (or --transform FILE)")
     if ir.is_dir():
         ext = args.ext if args.ext.startswith(".") else f".{args.ext}"
         res = fuse_folder(
             ir, vi, out, args.method, args.weights, args.device,
             overwrite=args.overwrite, skip_unmatched=args.skip_unmatched, ext=ext, bits=args.bits,
             progress=not args.quiet, keep_going=args.keep_going,
+            **({"register": args.model or True, "transform": transform, "uncovered": args.uncovered,
+                "registration": reg_options} if registering else {}),
         )
         msg = f"{len(res.written)} fused, {len(res.skipped)} already there (skipped; --overwrite replaces them)"
         if res.written:
             msg += f", {res.seconds / len(res.written):.2f} s per pair"
         print(f"{msg} -> {out}")
+        if res.uncovered:
+            worst = max(res.uncovered, key=lambda u: u[1])
+            mean = sum(u for _, u in res.uncovered) / len(res.uncovered)
+            print(f"registered: {100 * mean:.1f} % of a visible image had no infrared on average "
+                  f"(most: {100 * worst[1]:.1f} % in {worst[0]}); transforms beside the images as .json")
         for name, err in res.failed:
             print(f"failed: {name}: {err}", file=sys.stderr)
         return 1 if res.failed else 0
@@ -63,6 +84,20 @@ def run(args: argparse.Namespace) -> int:
     # Everything that would fail the write is checked before the work.
     refuse_inputs_as_outputs([out], [ir, vi])
     check_writable(out, bits=args.bits)
+    if registering:
+        from .fuse import fuse_registered
+
+        fused, reg = fuse_registered(
+            ir, vi, args.method, args.weights, args.device, progress=not args.quiet,
+            model=args.model, transform=transform, uncovered=args.uncovered, registration=reg_options,
+        )
+        write_image(out, fused, bits=args.bits)
+        t = reg.transform
+        where = (f"cropped to the covered {reg.box[2] - reg.box[0]} x {reg.box[3] - reg.box[1]} at ({reg.box[0]}, {reg.box[1]})"
+                 if reg.box else f"{100 * reg.uncovered_fraction:.1f} % of the visible image had no infrared and shows the visible image")
+        print(f"registered ({t.model}, mutual information {t.mutual_information:.3f} bits; {where})")
+        print(f"fused -> {out}")
+        return 0
     fused = fuse(ir, vi, method=args.method, weights=args.weights, device=args.device, progress=not args.quiet)
     write_image(out, fused, bits=args.bits)
     print(f"fused -> {out}")
