@@ -1,0 +1,287 @@
+"""Registration: transforms and their files, warping, estimation on known misalignments, the CLI, fuse --register."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("SimpleITK")
+pytest.importorskip("cv2")
+
+from causalfuse.cli import main as cli_main  # noqa: E402
+from causalfuse.errors import CausalFuseError  # noqa: E402
+from causalfuse.io import load_image, rgb_to_ycbcr, write_image  # noqa: E402
+from causalfuse.register import (  # noqa: E402
+    RegistrationError,
+    Transform,
+    coverage_mask,
+    estimate_transform,
+    fit_once,
+    largest_covered_box,
+    nominal_matrix,
+    warp_to_visible,
+)
+from causalfuse.register.synthetic import corner_error, misalign  # noqa: E402
+from causalfuse.synthetic import synthetic_pair  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def street():
+    """The package's own street scene, exactly aligned by construction (uint8)."""
+    return synthetic_pair(480, 640, seed=3)
+
+
+def _similarity(scale: float, degrees: float, tx: float, ty: float) -> np.ndarray:
+    r = np.radians(degrees)
+    return np.array([[scale * np.cos(r), -scale * np.sin(r), tx], [scale * np.sin(r), scale * np.cos(r), ty], [0, 0, 1.0]])
+
+
+# -- transforms and files ----------------------------------------------------------------------
+
+
+def test_transform_file_round_trip(tmp_path):
+    t = Transform("similarity", _similarity(0.5, 3, 10, -4), (320, 240), (640, 480), 0.8, 0.95, {"pair": "a"})
+    back = Transform.load(t.save(tmp_path / "t.json"))
+    np.testing.assert_allclose(back.matrix, t.matrix, atol=1e-12)
+    assert (back.model, back.ir_size, back.vi_size, back.info) == ("similarity", (320, 240), (640, 480), {"pair": "a"})
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ({"format": "something-else"}, "not a causalfuse transform"),
+        ("not json", "not a readable transform"),
+        ({"format": "causalfuse-transform", "version": 1, "model": "similarity", "matrix": [[1, 0.2, 0], [0, 1, 0], [0, 0, 1]],
+          "infrared_size": [10, 10], "visible_size": [10, 10]}, "not a similarity transform"),
+        ({"format": "causalfuse-transform", "version": 1, "model": "affine", "matrix": [[1, 0], [0, 1]],
+          "infrared_size": [10, 10], "visible_size": [10, 10]}, "3 x 3"),
+        ({"format": "causalfuse-transform", "version": 1, "model": "affine"}, "damaged transform file"),
+    ],
+)
+def test_bad_transform_files_are_refused_naming_the_file(tmp_path, content, message):
+    path = tmp_path / "bad.json"
+    path.write_text(content if isinstance(content, str) else json.dumps(content))
+    with pytest.raises(CausalFuseError, match=message) as err:
+        Transform.load(path)
+    assert str(path) in str(err.value)
+
+
+def test_a_transform_of_another_model_or_size_is_refused(tmp_path):
+    path = Transform("affine", np.eye(3), (64, 48), (64, 48)).save(tmp_path / "t.json")
+    with pytest.raises(CausalFuseError, match="holds an affine transform, but a projective transform was asked for"):
+        Transform.load(path, model="projective")
+    with pytest.raises(CausalFuseError, match="64 x 48.*but this pair is 80 x 60"):
+        Transform.load(path).check_sizes((80, 60), (80, 60))
+
+
+def test_translation_keeps_the_scale_of_the_image_sizes():
+    m = nominal_matrix((320, 240), (640, 480))
+    assert m[0, 0] == pytest.approx(0.5)
+    # the centres map onto each other
+    np.testing.assert_allclose(m @ [319.5, 239.5, 1], [159.5, 119.5, 1])
+    m[:2, 2] += [3, -2]
+    Transform("translation", m, (320, 240), (640, 480))
+    with pytest.raises(CausalFuseError, match="not a translation transform"):
+        Transform("translation", np.eye(3), (320, 240), (640, 480))
+
+
+# -- warping -----------------------------------------------------------------------------------
+
+
+def test_identity_warp_returns_the_image_unchanged(street):
+    ir = street[0]
+    h, w = ir.shape
+    warped, covered = warp_to_visible(ir, Transform("affine", np.eye(3), (w, h), (w, h)))
+    assert covered.all() and warped.dtype == ir.dtype
+    np.testing.assert_array_equal(warped, ir)
+
+
+def test_shift_warp_moves_pixels_and_marks_the_uncovered_band():
+    rng = np.random.default_rng(0)
+    ir = rng.integers(0, 65535, (40, 50), dtype=np.uint16)
+    m = np.eye(3)
+    m[0, 2] = 7  # visible x -> infrared x + 7
+    warped, covered = warp_to_visible(ir, Transform("affine", m, (50, 40), (50, 40)))
+    np.testing.assert_array_equal(warped[:, :43], ir[:, 7:])
+    assert covered[:, :43].all() and not covered[:, 43:].any() and (warped[:, 43:] == 0).all()
+
+
+def test_largest_covered_box_is_covered_and_close_to_the_best():
+    t = Transform("similarity", _similarity(1.0, 20, 0, 0) @ np.array([[1, 0, -30], [0, 1, -20], [0, 0, 1.0]]), (60, 40), (60, 40))
+    covered = coverage_mask(t)
+    x0, y0, x1, y1 = largest_covered_box(covered)
+    assert covered[y0:y1, x0:x1].all()
+    # brute force over all rectangles of this small mask
+    integral = np.pad(np.cumsum(np.cumsum(~covered, 0), 1), ((1, 0), (1, 0)))
+    best = 0
+    for a in range(41):
+        for b in range(a + 1, 41):
+            for c in range(61):
+                for d in range(c + 1, 61):
+                    if integral[b, d] - integral[a, d] - integral[b, c] + integral[a, c] == 0:
+                        best = max(best, (b - a) * (d - c))
+    assert (x1 - x0) * (y1 - y0) >= 0.9 * best
+
+
+# -- estimation --------------------------------------------------------------------------------
+
+
+def test_an_aligned_pair_comes_back_unchanged(street):
+    ir, vi = street
+    h, w = ir.shape
+    t = estimate_transform(ir, vi, "affine")
+    assert t.corner_error(Transform("affine", np.eye(3), (w, h), (w, h))) < 0.5
+    assert t.overlap == pytest.approx(1.0, abs=0.01)
+
+
+@pytest.mark.parametrize("model", ["translation", "similarity", "affine", "projective"])
+def test_known_misalignments_are_undone(street, model):
+    ir, vi = street
+    rng = np.random.default_rng(11)
+    kwargs = {"rotation": 0.0, "scales": (1.0, 1.0)} if model == "translation" else {}
+    cam, vic, truth = misalign(ir, vi, rng, **kwargs)
+    t = estimate_transform(cam, vic, model)
+    assert t.model == model
+    assert corner_error(truth, t.matrix, cam.shape) < 2.0
+
+
+def test_a_lower_resolution_infrared_camera_is_registered(street):
+    ir, vi = street
+    cam, vic, truth = misalign(ir, vi, np.random.default_rng(5), cam_width=320)
+    assert cam.shape == (240, 320) and vic.shape[:2] == (336, 448)
+    t = estimate_transform(cam, vic, "affine")
+    assert corner_error(truth, t.matrix, cam.shape) < 2.0
+
+
+@pytest.mark.parametrize("which", ["ir", "vi"])
+def test_a_blank_image_is_refused_naming_the_pair(street, which):
+    ir, vi = street
+    blank = np.full_like(ir, 128)
+    with pytest.raises(RegistrationError, match=f"pair7: the {'infrared' if which == 'ir' else 'visible'} image has too little structure"):
+        estimate_transform(blank if which == "ir" else ir, blank if which == "vi" else vi, name="pair7")
+
+
+def test_unrelated_images_are_refused_with_the_metric_reached(street):
+    rng = np.random.default_rng(0)
+    noise = (rng.random(street[0].shape) * 255).astype(np.uint8)
+    with pytest.raises(RegistrationError, match=r"mutual information reached 0\.\d+ bits"):
+        estimate_transform(noise, street[1], "affine", name="noise")
+
+
+def test_fit_once_takes_the_median_of_the_pairs(street):
+    ir, vi = street
+    truth = None
+    transforms = []
+    for seed in (1, 2, 3):
+        rng = np.random.default_rng(100)  # the same rig for every pair
+        cam, vic, truth = misalign(ir, vi, rng)
+        m = truth.copy()
+        m[:2, 2] += np.random.default_rng(seed).normal(0, 0.3, 2)  # estimates differ a little
+        transforms.append(Transform("affine", m, (cam.shape[1], cam.shape[0]), (vic.shape[1], vic.shape[0]), info={"pair": str(seed)}))
+    bad = transforms[0].matrix.copy()
+    bad[:2, 2] += 60  # one pair registered wrongly
+    transforms.append(Transform("affine", bad, transforms[0].ir_size, transforms[0].vi_size, info={"pair": "bad"}))
+    fitted = fit_once(transforms)
+    assert corner_error(truth, fitted.matrix, (transforms[0].ir_size[1], transforms[0].ir_size[0])) < 1.0
+    assert fitted.info["pairs"] == ["1", "2", "3", "bad"]
+
+
+# -- the command line and fuse ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def rig(street, tmp_path_factory):
+    """Two folders of a misaligned rig: two good pairs and one with a blank infrared image."""
+    ir, vi = street
+    root = tmp_path_factory.mktemp("rig")
+    (root / "ir").mkdir()
+    (root / "vi").mkdir()
+    cam, vic, truth = misalign(ir, vi, np.random.default_rng(21))
+    for name in ("a", "b"):
+        write_image(root / "ir" / f"{name}.png", cam)
+        write_image(root / "vi" / f"{name}.png", vic)
+    write_image(root / "ir" / "c.png", np.full_like(cam, 90))
+    write_image(root / "vi" / "c.png", vic)
+    return root, truth, cam.shape
+
+
+def test_cli_register_a_pair_writes_image_transform_and_check(rig, tmp_path, capsys):
+    root, truth, cam_shape = rig
+    out = tmp_path / "out" / "a.png"
+    assert cli_main(["register", "--ir", str(root / "ir" / "a.png"), "--vi", str(root / "vi" / "a.png"), "-o", str(out),
+                     "--check", str(tmp_path / "check")]) == 0
+    warped = load_image(out)
+    assert warped.shape == load_image(root / "vi" / "a.png").shape[:2]
+    t = Transform.load(out.with_suffix(".json"))
+    assert corner_error(truth, t.matrix, cam_shape) < 2.0
+    assert load_image(tmp_path / "check" / "a.png").shape == warped.shape + (3,)
+    assert "mutual information" in capsys.readouterr().out
+
+
+def test_cli_register_folder_keep_going_and_no_output_for_the_failed_pair(rig, tmp_path, capsys):
+    root, _, _ = rig
+    out = tmp_path / "reg"
+    code = cli_main(["register", "--ir", str(root / "ir"), "--vi", str(root / "vi"), "-o", str(out), "--model", "similarity", "-q"])
+    assert code == 2
+    assert "c: the infrared image has too little structure" in capsys.readouterr().err
+    code = cli_main(["register", "--ir", str(root / "ir"), "--vi", str(root / "vi"), "-o", str(out), "--model", "similarity",
+                     "-q", "--keep-going"])
+    assert code == 1
+    assert sorted(p.name for p in out.iterdir()) == ["a.json", "a.png", "b.json", "b.png"]
+    assert "failed: c: the infrared image has too little structure" in capsys.readouterr().err
+
+
+def test_cli_fit_once_and_a_saved_transform_for_a_rig(rig, tmp_path, capsys):
+    root, truth, cam_shape = rig
+    out = tmp_path / "fit"
+    code = cli_main(["register", "--ir", str(root / "ir"), "--vi", str(root / "vi"), "-o", str(out), "--fit-once", "-q"])
+    assert code == 0  # the blank pair fails to register, but the fitted transform applies to it
+    assert "one affine transform from 2 of 3 pairs tried" in capsys.readouterr().out
+    fitted = Transform.load(out / "a.json")
+    assert corner_error(truth, fitted.matrix, cam_shape) < 2.0
+    np.testing.assert_allclose(Transform.load(out / "c.json").matrix, fitted.matrix)
+    # the saved transform applied to another run
+    again = tmp_path / "again"
+    assert cli_main(["register", "--ir", str(root / "ir"), "--vi", str(root / "vi"), "-o", str(again), "-q",
+                     "--transform", str(out / "a.json")]) == 0
+    np.testing.assert_array_equal(load_image(again / "b.png"), load_image(out / "b.png"))
+
+
+def test_cli_refuses_a_transform_for_another_size_or_model(rig, tmp_path, capsys):
+    root, _, _ = rig
+    other = Transform("affine", np.eye(3), (100, 80), (100, 80)).save(tmp_path / "other.json")
+    args = ["fuse", "--ir", str(root / "ir" / "a.png"), "--vi", str(root / "vi" / "a.png"), "-o", str(tmp_path / "f.png")]
+    assert cli_main(args + ["--transform", str(other)]) == 2
+    assert "is for an infrared image of 100 x 80" in capsys.readouterr().err
+    assert cli_main(args + ["--transform", str(other), "--model", "similarity"]) == 2
+    assert "holds an affine transform, but a similarity transform was asked for" in capsys.readouterr().err
+    assert not (tmp_path / "f.png").exists()
+
+
+def test_fuse_register_keeps_the_visible_grid_and_fills_uncovered_pixels(rig):
+    from causalfuse import fuse
+    from causalfuse.fuse import fuse_registered
+
+    root, _, _ = rig
+    ir, vi = root / "ir" / "a.png", root / "vi" / "a.png"
+    vi_img = load_image(vi).astype(np.float32) / 255
+    fused, reg = fuse_registered(ir, vi, "average")
+    assert fused.shape == vi_img.shape
+    assert 0 < reg.uncovered_fraction < 0.5
+    np.testing.assert_allclose(fused[~reg.covered], vi_img[~reg.covered], atol=1e-5)
+    # where covered, the luminance is the average of the registered infrared and the visible luminance
+    y_fused, y_vi = rgb_to_ycbcr(fused)[..., 0], rgb_to_ycbcr(vi_img)[..., 0]
+    ir_on_vi = reg.warped  # float in [0, 1]: fuse reads the files as such
+    np.testing.assert_allclose(y_fused[reg.covered], (ir_on_vi[reg.covered] + y_vi[reg.covered]) / 2, atol=1e-4)
+    cropped = fuse(ir, vi, "average", register=True, uncovered="crop")
+    assert cropped.shape[0] < vi_img.shape[0] or cropped.shape[1] < vi_img.shape[1]
+
+
+def test_fuse_without_register_still_refuses_pairs_of_two_sizes(rig):
+    from causalfuse import fuse
+
+    root, _, _ = rig
+    with pytest.raises(CausalFuseError, match="register them first"):
+        fuse(root / "ir" / "a.png", root / "vi" / "a.png", "average")
