@@ -298,6 +298,7 @@ def mef_ssim_sum(contrast, w1, w2, gauss, c):
     ``contrast``: the output of :func:`mef_ssim_contrast`; ``w1``, ``w2``:
     the sources' weights ``(ed_k / n)^p + eps``; ``gauss``: Gaussian-window
     means of x1, x2, x1^2, x2^2, x1 x2, f, x1 f, x2 f, f^2 (9, H', W').
+    Where the reference patch is zero, the window scores C / (var_f + C).
     """
     _, rows, cols = gauss.shape
     total = 0.0
@@ -313,20 +314,27 @@ def mef_ssim_sum(contrast, w1, w2, gauss, c):
             a1 = (w1[i, j] / wsum) / ed1
             a2 = (w2[i, j] / wsum) / ed2
             ref_norm = math.sqrt(max(a1 * a1 * c11 + 2.0 * a1 * a2 * c12 + a2 * a2 * c22, 0.0))
+            gx1 = gauss[0, i, j]
+            gx2 = gauss[1, i, j]
+            gf = gauss[5, i, j]
+            var_f = gauss[8, i, j] - gf * gf
             if ref_norm > 0:
                 scale = max(ed1, ed2) / ref_norm
                 a1 *= scale
                 a2 *= scale
-            gx1 = gauss[0, i, j]
-            gx2 = gauss[1, i, j]
-            gf = gauss[5, i, j]
-            var_r = (
-                a1 * a1 * (gauss[2, i, j] - gx1 * gx1)
-                + 2.0 * a1 * a2 * (gauss[4, i, j] - gx1 * gx2)
-                + a2 * a2 * (gauss[3, i, j] - gx2 * gx2)
-            )
-            var_f = gauss[8, i, j] - gf * gf
-            cov_rf = a1 * (gauss[6, i, j] - gx1 * gf) + a2 * (gauss[7, i, j] - gx2 * gf)
+                var_r = (
+                    a1 * a1 * (gauss[2, i, j] - gx1 * gx1)
+                    + 2.0 * a1 * a2 * (gauss[4, i, j] - gx1 * gx2)
+                    + a2 * a2 * (gauss[3, i, j] - gx2 * gx2)
+                )
+                cov_rf = a1 * (gauss[6, i, j] - gx1 * gf) + a2 * (gauss[7, i, j] - gx2 * gf)
+            else:
+                # Both sources constant over the window (the box sums are exact): the
+                # original's reference patch is a constant block (v_k - mu_k residues,
+                # rescaled), with no variance and no covariance with f. The Gaussian
+                # moments' rounding residues times a_k = 500 would give ~1e-8 instead.
+                var_r = 0.0
+                cov_rf = 0.0
             acc += (2.0 * cov_rf + c) / (var_r + var_f + c)
         total += acc
     return total

@@ -209,7 +209,10 @@ def ms_ssim(fused: np.ndarray, ir: np.ndarray, vi: np.ndarray) -> float:
         below 44 pixels; :func:`~causalfuse.metrics.compute` refuses such
         images); NaN when
         a scale's mean quality is negative (the original gives a complex
-        number).
+        number). Where both sources are constant over a window the
+        original's reference patch is a constant block, so the window
+        scores C / (var_f + C) (1 if the fused image is constant too); that
+        is computed exactly, not from the moments' rounding residues.
 
     Reference: K. Ma, K. Zeng and Z. Wang, IEEE TIP 24 (2015),
     doi:10.1109/TIP.2015.2442920.
