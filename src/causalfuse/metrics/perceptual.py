@@ -257,8 +257,9 @@ def qcb(fused: np.ndarray, ir: np.ndarray, vi: np.ndarray) -> float:
             the metric rescales each image itself).
 
     Returns:
-        Qcb in [0, 1], higher is better. NaN where the original gives NaN
-        (a constant non-zero image, or two flat sources).
+        Qcb in [0, 1], higher is better. NaN for any constant image, as in
+        the original: ``normalize1`` turns a non-zero constant into 0 / 0 and
+        keeps an all-zero image, whose local contrast is then 0 / 0.
 
     Reference: Y. Chen and R. S. Blum, Image and Vision Computing 27 (2009),
     doi:10.1016/j.imavis.2007.12.002.
@@ -266,13 +267,26 @@ def qcb(fused: np.ndarray, ir: np.ndarray, vi: np.ndarray) -> float:
     images = [_normalize1(ir), _normalize1(vi), _normalize1(fused)]
     (c1,), (c2,), (cf,) = _maps("qcb", images, _qcb_contrast_power, cached=(True, True, False))
     with np.errstate(divide="ignore", invalid="ignore"):
-        # The original's "c1 < cf ? c1 / cf : cf / c1" is min / max (NaN stays NaN).
-        q1f = np.minimum(c1, cf) / np.maximum(c1, cf)
-        q2f = np.minimum(c2, cf) / np.maximum(c2, cf)
+        q1f = _contrast_preservation(c1, cf)
+        q2f = _contrast_preservation(c2, cf)
         s1 = c1 * c1  # saliency: squared contrast
         s2 = c2 * c2
         quality = (s1 * q1f + s2 * q2f) / (s1 + s2)
     return float(quality.mean())
+
+
+def _contrast_preservation(c: np.ndarray, cf: np.ndarray) -> np.ndarray:
+    """The original's ``(c./cf).*mask + (cf./c).*(1-mask)``, mask = c < cf: min / max, NaN where either is 0.
+
+    Where the smaller value is 0 the unused quotient is x / 0 = Inf and
+    ``Inf * 0`` makes the sum NaN (both 0: 0 / 0). A contrast of exactly 0
+    needs the two Gaussian-filtered values to be equal, so this is practically
+    never met on images, but it is what the original computes.
+    """
+    lo = np.minimum(c, cf)
+    out = lo / np.maximum(c, cf)  # NaN stays NaN
+    out[lo == 0] = np.nan
+    return out
 
 
 # --------------------------------------------------------------------- Qcv
@@ -336,8 +350,11 @@ def qcv(fused: np.ndarray, ir: np.ndarray, vi: np.ndarray) -> float:
             the metric rescales each image itself).
 
     Returns:
-        Qcv >= 0, lower is better; NaN when both sources are flat (0 / 0) or
-        one image is a non-zero constant.
+        Qcv >= 0, lower is better. On constant images, as the original: a
+        non-zero constant image gives NaN (0 / 0 in ``normalize1``); an
+        all-zero image is kept, so an all-zero fused image gives a finite
+        value, an all-zero source no saliency (the other source alone
+        counts), and two all-zero sources 0 / 0 = NaN.
 
     Reference: H. Chen and P. K. Varshney, Information Fusion 8 (2007),
     doi:10.1016/j.inffus.2005.10.001.
