@@ -86,7 +86,13 @@ def nabf(fused: np.ndarray, ir: np.ndarray, vi: np.ndarray, *, data_range: float
         data_range: the value of white (255 for 8-bit data).
 
     Returns:
-        Nabf in [0, 1]; 0 for a fused image equal to a source.
+        Nabf in [0, 1]; 0 for a fused image equal to a source. Constant
+        regions need no special case: their Sobel responses are exactly 0
+        here and in the original (weights are powers of two), so a constant
+        fused image scores 0, and the denominator is at least 0.002 per pixel.
+        (A neighbourhood that is not constant but sums to 0 can leave a
+        ~1e-17 residue on the 0-1 scale; the sums follow the original's
+        order, so such pixels count as edges as they do there.)
 
     Reference: B. K. Shreyamsha Kumar, SIViP 7 (2013),
     doi:10.1007/s11760-012-0361-x.

@@ -185,6 +185,11 @@ def qabf(fused: np.ndarray, ir: np.ndarray, vi: np.ndarray) -> float:
     and of the orientation agreement; the result is the source-strength
     weighted mean sum(Q^{AF} g_A + Q^{BF} g_B) / sum(g_A + g_B) (NaN when no
     source has any edge, as the original's 0/0).
+
+    Constant regions of 8-bit images have Sobel responses of exactly 0 here
+    and in the original (integer sums), hence g = 0 and orientation pi/2; a
+    fused image constant at 0 scores Q_g = 0.9994 / (1 + e^7.5) times the
+    sources' weighted orientation term, and two all-zero sources give NaN.
     """
     stack = np.stack([np.asarray(x) for x in (fused, vi, ir)])
     g, a = _strength_orientation(stack)

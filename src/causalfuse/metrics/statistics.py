@@ -84,7 +84,11 @@ def corr2(a: np.ndarray, b: np.ndarray) -> float:
     "Information Fusion 45:153-178, 2019, doi:10.1016/j.inffus.2018.02.004",
 )
 def correlation_coefficient(fused: np.ndarray, ir: np.ndarray, vi: np.ndarray) -> float:
-    """Correlation coefficient (r(VI, F) + r(IR, F)) / 2 with r the Pearson correlation (``corr2``)."""
+    """Correlation coefficient (r(VI, F) + r(IR, F)) / 2 with r the Pearson correlation (``corr2``).
+
+    NaN when the fused image or a source is constant: ``corr2``'s 0 / 0, as
+    in the original (exact for 8-bit data, whose mean is exact).
+    """
     return (corr2(vi, fused) + corr2(ir, fused)) / 2.0
 
 
@@ -96,7 +100,12 @@ def correlation_coefficient(fused: np.ndarray, ir: np.ndarray, vi: np.ndarray) -
     "doi:10.1016/j.aeue.2015.09.004",
 )
 def scd(fused: np.ndarray, ir: np.ndarray, vi: np.ndarray) -> float:
-    """Sum of the correlations of differences: corr2(F - IR, VI) + corr2(F - VI, IR)."""
+    """Sum of the correlations of differences: corr2(F - IR, VI) + corr2(F - VI, IR).
+
+    NaN, as the original's ``corr2`` 0 / 0, when a source is constant or the
+    fused image is a source plus a constant (F - IR or F - VI constant, e.g.
+    F equal to a source); a constant fused image alone gives a finite value.
+    """
     f = _f64(fused)
     a = _f64(vi)
     b = _f64(ir)

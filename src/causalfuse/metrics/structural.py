@@ -61,6 +61,10 @@ def ssim(fused: np.ndarray, ir: np.ndarray, vi: np.ndarray) -> float:
 
     Each term is the mean of the SSIM map with an 11 x 11 Gaussian window
     (sigma 1.5), 'valid' filtering (no padding), K1 = 0.01, K2 = 0.03, L = 255.
+    Constant windows need no special case: the original's variance residue
+    there (about 1e-11) is nothing beside C2 = 58.5, so a window where the two
+    images are constant at a and b scores (2ab + C1) / (a^2 + b^2 + C1), and
+    three equal constant images score 2.
     Below 11 x 11 pixels no window fits: the map is empty and, as the
     original's ``mean2`` of an empty map, the result is NaN
     (:func:`~causalfuse.metrics.compute` refuses such images).

@@ -57,6 +57,11 @@ def viff(fused: np.ndarray, ir: np.ndarray, vi: np.ndarray) -> float:
     ties); F_s = sum(VID + C) / sum(VIND + C), C = 1e-7, and
     VIFF = sum_s p_s F_s with p = [1, 0, 0.15, 1] / 2.15.
 
+    Where an image is constant over a first-scale window the original's
+    ``sigma^2 < 1e-10`` tests act on its 2-D filter's rounding residue; those
+    windows are computed with its arithmetic (see the module docstring), and
+    three equal constant images score 1 (sum(0 + C) / sum(0 + C) per scale).
+
     Below 41 pixels in height or width the coarsest scale is empty and, as in
     the original (a sum over nothing, 0 / 0), the result is NaN
     (:func:`~causalfuse.metrics.compute` refuses such images).
