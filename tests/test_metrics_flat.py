@@ -67,7 +67,8 @@ def _const(level, shape=(64, 72)):
 
 @pytest.mark.parametrize("f, ir, vi", [(0, 0, 0), (128, 128, 128), (255, 37, 200), (229, 0, 255)])
 def test_ssim_of_constant_images_is_its_luminance_term(f, ir, vi):
-    """Every window constant: sigma terms are residues (~1e-11) beside C2, so each map value is (2ab + C1) / (a^2 + b^2 + C1)."""
+    """Every window constant: the sigma terms are residues (~1e-11) beside C2, so each map value is
+    (2ab + C1) / (a^2 + b^2 + C1)."""
     expected = sum((2 * s * f + C1) / (s * s + f * f + C1) for s in (ir, vi))
     assert ssim(_const(f), _const(ir), _const(vi)) == pytest.approx(expected, rel=1e-12)
 
@@ -139,7 +140,8 @@ def test_qabf_with_all_zero_sources_is_nan_and_with_other_constants_finite():
 
 @pytest.mark.parametrize("level", [0.0, 1.0, 128.0, 255.0])
 def test_qcb_is_nan_for_any_constant_image(level):
-    """normalize1: a non-zero constant is (x - x) / (x - x) = NaN; 0 stays 0 and its contrast G1 * 0 / G2 * 0 is 0 / 0."""
+    """normalize1: a non-zero constant is (x - x) / (x - x) = NaN; 0 stays 0 and its contrast
+    G1 * 0 / G2 * 0 is 0 / 0."""
     f, ir, vi = _triplet()
     c = _const(level)
     for args in ((c, ir, vi), (f, c, vi), (f, ir, c), (c, c, c)):
@@ -203,7 +205,8 @@ def _kumar_sobel(x):
     h, w = x.shape
 
     def response(k):
-        cols = [(e[0:h, c : c + w] * k[0, c] + e[1 : h + 1, c : c + w] * k[1, c]) + e[2 : h + 2, c : c + w] * k[2, c] for c in range(3)]
+        shifted = [[e[r : r + h, c : c + w] * k[r, c] for r in range(3)] for c in range(3)]
+        cols = [(top + middle) + bottom for top, middle, bottom in shifted]
         return (cols[0] + cols[1]) + cols[2]
 
     return response(vt), response(vt.T)
@@ -218,7 +221,8 @@ def test_nabf_with_constant_sources_is_its_closed_form():
     g = np.hypot(gv, gh)
     with np.errstate(divide="ignore", invalid="ignore"):
         a = np.where((gv == 0) & (gh == 0), 0.0, np.arctan(gv / gh))
-    q = np.sqrt(0.9999 / (1 + math.exp(9.5)) * 0.9995 / (1 + np.exp(-22 * (np.abs(np.abs(a) - np.pi / 2) * 2 / np.pi - 0.5))))
+    a_rel = np.abs(np.abs(a) - np.pi / 2) * 2 / np.pi
+    q = np.sqrt(0.9999 / (1 + math.exp(9.5)) * 0.9995 / (1 + np.exp(-22 * (a_rel - 0.5))))
     expected = ((1 - q) * (g > 0)).sum() / f.size
     for a_level, b_level in ((0, 0), (200, 37), (255, 255)):
         assert nabf(f, _const(a_level), _const(b_level)) == pytest.approx(expected, rel=1e-12)
