@@ -4,8 +4,8 @@ Misaligned pairs are made from the aligned val pairs with known transforms:
 the visible image is a central crop (``--crop``, 0.7 of each side by
 default), and the infrared camera has the crop's field of view moved by a
 random shift (up to 40 px), rotation (up to 5 degrees) and scale (0.8 to
-1.25), rendered from the original infrared frame at the frame's size, at
-most 640 px wide (LLVIP: 640 x 512 infrared against an 896 x 717 visible
+1.25) (for the translation model: shifts only), rendered from the original
+infrared frame at the frame's size, at most 640 px wide (LLVIP: 640 x 512 infrared against an 896 x 717 visible
 crop). The margin around the crop gives the moved view real content; only
 a view that leaves the original frame shows replicated edge pixels.
 
@@ -81,6 +81,7 @@ def main(argv=None) -> int:
     for set_name, name, ir, vi in tqdm(items, desc="pairs", unit="pair"):
         still_cam, still_vi, still_truth = misalign(ir, vi, rng, crop=args.crop, still=True)
         cases = [misalign(ir, vi, rng, crop=args.crop) for _ in range(args.cases)]
+        shifts = [misalign(ir, vi, rng, crop=args.crop, rotation=0.0, scales=(1.0, 1.0)) for _ in range(args.cases)]
         for model in models:
             intrinsic = None
             if (set_name, name, "still", model) not in done:
@@ -98,7 +99,8 @@ def main(argv=None) -> int:
             else:
                 prev = next(r for r in rows if (r["set"], r["pair"], r["case"], r["model"]) == (set_name, name, "still", model))
                 intrinsic = np.array(json.loads(prev["intrinsic"])) if prev["intrinsic"] else None
-            for i, (cam, vic, truth) in enumerate(cases):
+            # a translation cannot undo a rotation or a scale: its cases are shifts only
+            for i, (cam, vic, truth) in enumerate(shifts if model == "translation" else cases):
                 key = (set_name, name, str(i), model)
                 if key in done:
                     continue

@@ -56,6 +56,8 @@ def add_registration_arguments(p: argparse.ArgumentParser, *, models) -> None:
     p.add_argument("--scales", default="0.8,1.25",
                    help="smallest,largest infrared field of view relative to the visible one that the search tries (default 0.8,1.25)")
     p.add_argument("--max-rotation", type=float, default=5.0, help="largest rotation (degrees) the search tries (default 5)")
+    p.add_argument("--max-shift", type=float, default=0.15,
+                   help="largest shift of the image centres the search tries, as a fraction of the visible image's size (default 0.15)")
     p.add_argument("--min-mi", type=float, default=None, help="refuse a registration below this mutual information, in bits")
 
 
@@ -66,9 +68,12 @@ def search_range(args: argparse.Namespace):
         lo, hi = (float(v) for v in str(args.scales).split(","))
     except ValueError:
         raise CausalFuseError(f"--scales {args.scales}: give two numbers, smallest,largest (e.g. 0.8,1.25)") from None
-    if not (0 < lo <= hi) or args.max_rotation < 0:
-        raise CausalFuseError(f"--scales {args.scales} --max-rotation {args.max_rotation}: need 0 < smallest <= largest and a rotation >= 0")
-    return SearchRange(scales=(lo, hi), max_rotation=float(args.max_rotation))
+    if not (0 < lo <= hi) or args.max_rotation < 0 or not (0 <= args.max_shift <= 0.5):
+        raise CausalFuseError(
+            f"--scales {args.scales} --max-rotation {args.max_rotation} --max-shift {args.max_shift}: "
+            "need 0 < smallest <= largest, a rotation >= 0 and a shift in [0, 0.5]"
+        )
+    return SearchRange(scales=(lo, hi), max_rotation=float(args.max_rotation), max_shift=float(args.max_shift))
 
 
 def load_transform_arg(args: argparse.Namespace):

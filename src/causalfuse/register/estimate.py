@@ -62,10 +62,13 @@ class SearchRange:
         max_rotation: largest rotation, in degrees, either way.
         scale_step: ratio between neighbouring scales of the grid.
         rotation_step: degrees between neighbouring rotations of the grid.
+        max_shift: largest shift of the image centres, as a fraction of the
+            visible image's width and height.
     """
 
     scales: tuple[float, float] = (0.8, 1.25)
     max_rotation: float = 5.0
+    max_shift: float = 0.15
     scale_step: float = 1.06
     rotation_step: float = 2.5
 
@@ -102,12 +105,20 @@ def prepare(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=np.float32)
 
 
-def _ranks(a: np.ndarray) -> np.ndarray:
-    """Each value replaced by its quantile in [0, 1] (ties share the mean rank)."""
-    flat = a.ravel()
-    values, inverse, counts = np.unique(flat, return_inverse=True, return_counts=True)
-    mid = (np.cumsum(counts) - (counts + 1) / 2) / max(1, flat.size - 1)
-    return mid[inverse].reshape(a.shape).astype(np.float32)
+def _ranks(a: np.ndarray, levels: int = 4096) -> np.ndarray:
+    """Each value replaced by its quantile in [0, 1], on ``levels`` equal steps of the value range.
+
+    Values in one step share their mid-rank; with 4096 steps this is the exact
+    rank transform for 8-bit images and close to it for others, at the cost of
+    a histogram.
+    """
+    lo, hi = float(a.min()), float(a.max())
+    if hi <= lo:
+        return np.full(a.shape, 0.5, np.float32)
+    idx = np.minimum(((a - lo) * (levels / (hi - lo))).astype(np.int64), levels - 1)
+    counts = np.bincount(idx.ravel(), minlength=levels)
+    mid = (np.cumsum(counts) - (counts + 1) / 2) / max(1, a.size - 1)
+    return mid.astype(np.float32)[idx]
 
 
 def _gradient(a: np.ndarray, sigma: float) -> np.ndarray:
@@ -161,7 +172,20 @@ class _Frames:
         self.levels = max(1, int(round(self.spacing)))  # the finest useful shrink of the visible image
         self.vi_grad = _ranks(_gradient(vi, self.spacing))
         self.ir_grad = _ranks(_gradient(ir, 1.0))
-        self.fixed = sitk.GetImageFromArray(self.vi_grad)
+        # The registration never looks finer than the infrared resolution, so
+        # the visible gradients are shrunk to it once (SimpleITK's pyramid
+        # would smooth the full image again for every run).
+        f = self.levels
+        if f > 1:
+            wc, hc = max(8, round(W / f)), max(8, round(H / f))
+            shrunk = _cv2().resize(self.vi_grad, (wc, hc), interpolation=_cv2().INTER_AREA)
+            self.fixed = sitk.GetImageFromArray(shrunk)
+            sx, sy = W / wc, H / hc
+            self.fixed.SetSpacing((sx, sy))
+            self.fixed.SetOrigin((0.5 * sx - 0.5, 0.5 * sy - 0.5))  # pixel centres stay at visible pixel positions
+        else:
+            self.fixed = sitk.GetImageFromArray(self.vi_grad)
+        self.fixed_pixels = self.fixed.GetWidth() * self.fixed.GetHeight()
         self.moving = sitk.GetImageFromArray(self.ir_grad)
         self.moving.SetSpacing((self.spacing, self.spacing))
         # infrared pixel p sits at physical position S @ p, S = nominal^-1
@@ -187,12 +211,13 @@ class _Frames:
         return self.S @ matrix
 
 
-def _method(shrinks: list[int], sigmas: list[float], *, learning_rate: float, iterations: int = 200):
+def _method(shrinks: list[int], sigmas: list[float], pixels: int, *, learning_rate: float, iterations: int):
     sitk = _sitk()
     r = sitk.ImageRegistrationMethod()
     r.SetMetricAsMattesMutualInformation(numberOfHistogramBins=_BINS)
+    # About _SAMPLES points per level, on a regular grid (the same points every run: deterministic).
     r.SetMetricSamplingStrategy(r.REGULAR)
-    r.SetMetricSamplingPercentage(0.5, 1)  # every other pixel, always the same ones: deterministic
+    r.SetMetricSamplingPercentagePerLevel([min(1.0, (_SAMPLES_FINEST if k == 1 else _SAMPLES) * k * k / pixels) for k in shrinks], 1)
     r.SetInterpolator(sitk.sitkLinear)
     r.SetOptimizerAsRegularStepGradientDescent(
         learningRate=learning_rate, minStep=0.01, numberOfIterations=iterations, relaxationFactor=0.5, gradientMagnitudeTolerance=1e-8
@@ -202,6 +227,10 @@ def _method(shrinks: list[int], sigmas: list[float], *, learning_rate: float, it
     r.SetSmoothingSigmasPerLevel(sigmas)
     r.SmoothingSigmasAreSpecifiedInPhysicalUnitsOff()
     return r
+
+
+_SAMPLES = 40_000  # metric sample points per pyramid level
+_SAMPLES_FINEST = 120_000  # ... and on the finest level, where the accuracy is made
 
 
 def _search(frames: _Frames, search: SearchRange, *, keep: int, rotate: bool, min_overlap: float) -> list[tuple[float, np.ndarray]]:
@@ -234,7 +263,8 @@ def _search(frames: _Frames, search: SearchRange, *, keep: int, rotate: bool, mi
         moved = cv2.warpPerspective(
             frames.ir_grad, base @ from_coarse, (wc, hc), flags=cv2.INTER_AREA | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE,
         ).astype(np.float64)
-        for dx, dy in _correlation_peaks(np.fft.fft2(moved * window) * spectrum, _PEAKS):
+        limit = (search.max_shift * wc + 1, search.max_shift * hc + 1)
+        for dx, dy in _correlation_peaks(np.fft.fft2(moved * window) * spectrum, _PEAKS, limit):
             shifted = phys.copy()
             shifted[:2, 2] += a @ np.array([dx * W / wc, dy * H / hc])
             m = np.linalg.inv(frames.S) @ shifted
@@ -251,10 +281,13 @@ def _search(frames: _Frames, search: SearchRange, *, keep: int, rotate: bool, mi
 _PEAKS = 6  # phase-correlation peaks tried per scale and rotation
 
 
-def _correlation_peaks(cross: np.ndarray, count: int) -> list[tuple[int, int]]:
-    """The ``count`` strongest shifts (dx, dy) of a cross-power spectrum, 3 x 3 apart at least."""
+def _correlation_peaks(cross: np.ndarray, count: int, limit: tuple[float, float]) -> list[tuple[int, int]]:
+    """The ``count`` strongest shifts (dx, dy) within +-``limit`` of a cross-power spectrum, 3 x 3 apart at least."""
     r = np.real(np.fft.ifft2(cross / (np.abs(cross) + 1e-12)))
     h, w = r.shape
+    dy = np.minimum(np.arange(h), h - np.arange(h))[:, None]
+    dx = np.minimum(np.arange(w), w - np.arange(w))[None, :]
+    r[(dx > limit[0]) | (dy > limit[1])] = -np.inf
     peaks = []
     for _ in range(count):
         i, j = np.unravel_index(int(np.argmax(r)), r.shape)
@@ -296,9 +329,8 @@ def _similarity_from(frames: _Frames, matrix: np.ndarray):
     return t
 
 
-def _refine(frames: _Frames, tx, shrinks: list[int], *, learning_rate: float) -> float:
-    f = frames.levels
-    r = _method([s * f for s in shrinks], [0.5 * s * f for s in shrinks], learning_rate=learning_rate)
+def _refine(frames: _Frames, tx, shrinks: list[int], *, learning_rate: float, iterations: int = 100) -> float:
+    r = _method(shrinks, [0.5 * s for s in shrinks], frames.fixed_pixels, learning_rate=learning_rate, iterations=iterations)
     r.SetInitialTransform(tx, inPlace=True)
     r.Execute(frames.fixed, frames.moving)
     return float(r.GetMetricValue())
