@@ -121,17 +121,19 @@ class SourceCache:
         self._bytes = 0
         self._lock = threading.Lock()
 
-    def get_or_compute(
-        self, tag: str, image: np.ndarray, compute: Callable[[np.ndarray], tuple[np.ndarray, ...]]
-    ) -> tuple[np.ndarray, ...]:
-        image = np.ascontiguousarray(image, dtype=np.float64)
-        key = (tag, image.shape, image.tobytes())
+    @staticmethod
+    def _key(tag: str, image: np.ndarray) -> tuple:
+        return (tag, image.shape, image.tobytes())
+
+    def _get(self, key: tuple) -> tuple[np.ndarray, ...] | None:
         with self._lock:
             hit = self._entries.get(key)
             if hit is not None:
                 self._entries.move_to_end(key)
-                return hit
-        value = tuple(compute(image))
+            return hit
+
+    def _put(self, key: tuple, value) -> tuple[np.ndarray, ...]:
+        value = tuple(value)
         for v in value:
             v.flags.writeable = False  # shared between calls: nobody may change it
         size = len(key[2]) + sum(v.nbytes for v in value)
@@ -144,6 +146,24 @@ class SourceCache:
                         old_key, old = self._entries.popitem(last=False)
                         self._bytes -= len(old_key[2]) + sum(v.nbytes for v in old)
         return value
+
+    def get(self, tag: str, image: np.ndarray) -> tuple[np.ndarray, ...] | None:
+        """The maps kept for ``image`` under ``tag``, or None."""
+        return self._get(self._key(tag, np.ascontiguousarray(image, dtype=np.float64)))
+
+    def put(self, tag: str, image: np.ndarray, value: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
+        """Keeps ``value`` (made read-only) as the maps of ``image`` under ``tag``, and returns it."""
+        return self._put(self._key(tag, np.ascontiguousarray(image, dtype=np.float64)), value)
+
+    def get_or_compute(
+        self, tag: str, image: np.ndarray, compute: Callable[[np.ndarray], tuple[np.ndarray, ...]]
+    ) -> tuple[np.ndarray, ...]:
+        image = np.ascontiguousarray(image, dtype=np.float64)
+        key = self._key(tag, image)
+        hit = self._get(key)
+        if hit is not None:
+            return hit
+        return self._put(key, compute(image))
 
     def clear(self) -> None:
         with self._lock:
