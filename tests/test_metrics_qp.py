@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 
 from causalfuse.metrics import compute, list_groups, list_metrics
-from causalfuse.metrics._kernels import phase_orientation_sums
+from causalfuse.metrics._kernels import (
+    phase_congruency_moments,
+    phase_orientation_add,
+    phase_smallest_power,
+    zhao_correlation_sum,
+)
 from causalfuse.metrics.phase import _filter_bank, phase_congruency, zhao_qp
 
 
@@ -24,22 +29,53 @@ def test_registered_in_liu2012_only():
     assert "Qp" not in list_groups()["all"]
 
 
-def test_kernel_equals_numpy():
+@pytest.mark.parametrize("dtype", [np.complex128, np.complex64])
+def test_kernels_equal_numpy(dtype):
     rng = np.random.default_rng(0)
-    eo = rng.normal(size=(4, 9, 11)) + 1j * rng.normal(size=(4, 9, 11))
-    sum_an, max_an, energy, an0_sq = phase_orientation_sums(eo)
+    eo = (rng.normal(size=(4, 9, 11)) + 1j * rng.normal(size=(4, 9, 11))).astype(dtype)
+    start = rng.random((5, 9, 11))
+    threshold, cos_a, sin_a = 1.5, 0.5, 0.75**0.5
+    totals = start.copy()
+    phase_orientation_add(eo, threshold, 0.5, 10.0, cos_a, sin_a, totals)
+    eo = eo.astype(np.complex128)
     even, odd, amp = eo.real, eo.imag, np.abs(eo)
     x = np.sqrt(even.sum(0) ** 2 + odd.sum(0) ** 2) + 1e-4
     me, mo = even.sum(0) / x, odd.sum(0) / x
-    np.testing.assert_allclose(sum_an, amp.sum(0), rtol=1e-13)
-    np.testing.assert_allclose(max_an, amp.max(0), rtol=1e-13)
-    np.testing.assert_allclose(energy, (even * me + odd * mo - np.abs(even * mo - odd * me)).sum(0), rtol=1e-12)
-    np.testing.assert_allclose(an0_sq, amp[0] ** 2, rtol=1e-13)
+    energy = np.maximum((even * me + odd * mo - np.abs(even * mo - odd * me)).sum(0) - threshold, 0.0)
+    assert 0 < np.count_nonzero(energy) < energy.size  # both branches of the threshold
+    weight = 1.0 / (1.0 + np.exp((0.5 - amp.sum(0) / (amp.max(0) + 1e-4) / 4) * 10.0))
+    pc = weight * energy / amp.sum(0)
+    want = start + [weight * energy, amp.sum(0), (pc * cos_a) ** 2, (pc * sin_a) ** 2, pc * cos_a * pc * sin_a]
+    np.testing.assert_allclose(totals, want, rtol=1e-12)
+    np.testing.assert_allclose(phase_smallest_power(eo.astype(dtype)), amp[0] ** 2, rtol=1e-13)
+
+    part = rng.random(want.shape)
+    pc, big, small = phase_congruency_moments(part, want - part, 6)
+    cx2, cy2, cxy = want[2] / 3, want[3] / 3, want[4] / 6
+    denom = np.sqrt(cxy**2 + (cx2 - cy2) ** 2) + 1e-4
+    np.testing.assert_allclose(pc, want[0] / (want[1] + 1e-4), rtol=1e-14)
+    np.testing.assert_allclose(big, (cy2 + cx2 + denom) / 2, rtol=1e-13)
+    np.testing.assert_allclose(small, (cy2 + cx2 - denom) / 2, rtol=1e-12)
+
+
+def test_correlation_kernel_equals_numpy():
+    rng = np.random.default_rng(1)
+    stats = rng.random((11, 7, 8))
+    masks = rng.random((3, 7, 8)) < 0.6
+    total, count = zhao_correlation_sum(stats, masks, 1e-4)
+    var_f = stats[1] - stats[0] ** 2
+    result = None
+    for k in range(3):
+        mu = stats[2 + 3 * k]
+        r = np.where(masks[k], (stats[4 + 3 * k] - mu * stats[0] + 1e-4) / (np.sqrt(np.abs((stats[3 + 3 * k] - mu * mu) * var_f)) + 1e-4), 0.0)
+        result = r if result is None else np.fmax(result, r)
+    assert count == masks[2].sum()
+    assert total == pytest.approx(result.sum(), rel=1e-13)
 
 
 @pytest.mark.parametrize("shape", [(16, 20), (15, 21)])
 def test_filter_bank_zero_at_dc_and_low_pass_symmetric(shape):
-    filters, noise = _filter_bank(*shape)
+    filters, noise, energies = _filter_bank(*shape)
     assert filters.shape == (6, 4) + shape
     assert np.all(filters[:, :, 0, 0] == 0)
     assert np.all(filters >= 0) and np.all(np.isfinite(noise)) and np.all(noise > 0)
@@ -73,3 +109,19 @@ def test_qp_prefers_the_better_fusion():
 def test_compute_refuses_below_two_pixels():
     with pytest.raises(Exception, match="Qp"):
         compute(np.zeros((1, 5)), np.zeros((1, 5)), np.zeros((1, 5)), metrics=["Qp"])
+
+
+def test_same_value_on_any_number_of_threads_and_from_the_cache():
+    from causalfuse.metrics import _filters, set_default_threads
+
+    ir, vi = _scene(4), _scene(5)
+    fused = (ir + vi) / 2
+    values = []
+    try:
+        for threads in (1, 2, 3):
+            set_default_threads(threads)
+            _filters.source_cache.clear()
+            values += [zhao_qp(fused, ir, vi), zhao_qp(fused, ir, vi)]  # the second with the sources' maps kept
+    finally:
+        set_default_threads(None)
+    assert len(set(values)) == 1

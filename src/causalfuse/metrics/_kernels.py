@@ -19,8 +19,11 @@ formulas. These kernels do the same arithmetic in single passes:
 * :func:`stretch_round`, :func:`qcb_contrast_power` and
   :func:`sobel_power_block_sums`: Qcb's and Qcv's rounding, masked contrast
   and block saliency;
-* :func:`phase_orientation_sums`: Qp's per-orientation sums over the
-  log-Gabor scales (amplitudes, their maximum, Kovesi's PC_2 energy);
+* :func:`phase_smallest_power`, :func:`median_nonnegative`,
+  :func:`phase_orientation_add` and :func:`phase_congruency_moments`: Qp's
+  phase congruency (the noise statistic, each orientation's sums over the
+  log-Gabor scales added to the totals, and the moments);
+  :func:`zhao_correlation_sum`: Qp's masked local correlations;
 * :func:`window_means_octave`: local means at chosen windows summed in
   Octave's ``conv2`` order (the flat windows of Qs, Qw, Qe, Qy and Qc);
   :func:`piella_sums`, :func:`yang_sum` and :func:`cvejic_sum`: their
@@ -44,10 +47,13 @@ from numba import njit
 __all__ = [
     "box_sums_valid",
     "cvejic_sum",
+    "median_nonnegative",
     "mef_ssim_contrast",
     "mef_ssim_sum",
     "nabf_edges",
-    "phase_orientation_sums",
+    "phase_congruency_moments",
+    "phase_orientation_add",
+    "phase_smallest_power",
     "piella_sums",
     "qcb_contrast_power",
     "separable_valid",
@@ -57,6 +63,7 @@ __all__ = [
     "viff_arguments",
     "window_means_octave",
     "yang_sum",
+    "zhao_correlation_sum",
 ]
 
 _JIT = dict(nogil=True, cache=True, error_model="numpy")
@@ -651,47 +658,204 @@ def cvejic_sum(ua, eaa, ub, ebb, uf, eff, eaf, ebf, c):
 
 
 @njit(**_JIT)
-def phase_orientation_sums(eo):
-    """One orientation of ``myphasecong3`` from the filter responses ``eo`` (nscale, H, W), complex.
-
-    Returns (sum_an, max_an, energy, an0_sq), each (H, W): the sum and the
-    maximum over scales of the amplitudes |eo|, the energy
-    sum_s E_s mE + O_s mO - |E_s mO - O_s mE| (E, O the even and odd
-    responses, (mE, mO) the summed response over its length + 1e-4), and
-    the squared amplitude at the smallest scale (for the noise estimate).
-    """
-    nscale, rows, cols = eo.shape
-    sum_an = np.empty((rows, cols))
-    max_an = np.empty((rows, cols))
-    energy = np.empty((rows, cols))
-    an0_sq = np.empty((rows, cols))
+def phase_smallest_power(eo):
+    """The squared amplitude |eo[0]|^2 (H, W) of the smallest scale's responses, in float64 (``eo`` may be complex64)."""
+    _, rows, cols = eo.shape
+    out = np.empty((rows, cols))
     for i in range(rows):
         for j in range(cols):
-            se = 0.0
-            so = 0.0
-            sa = 0.0
-            ma = 0.0
-            for s in range(nscale):
-                e = eo[s, i, j].real
-                o = eo[s, i, j].imag
-                a = math.sqrt(e * e + o * o)
-                se += e
-                so += o
-                sa += a
-                if s == 0:
-                    ma = a
-                    an0_sq[i, j] = a * a
-                elif a > ma:
-                    ma = a
-            x = math.sqrt(se * se + so * so) + 1e-4
-            me = se / x
-            mo = so / x
-            en = 0.0
-            for s in range(nscale):
-                e = eo[s, i, j].real
-                o = eo[s, i, j].imag
-                en += e * me + o * mo - abs(e * mo - o * me)
-            sum_an[i, j] = sa
-            max_an[i, j] = ma
-            energy[i, j] = en
-    return sum_an, max_an, energy, an0_sq
+            e = np.float64(eo[0, i, j].real)
+            o = np.float64(eo[0, i, j].imag)
+            a = math.sqrt(e * e + o * o)
+            out[i, j] = a * a
+    return out
+
+
+@njit(**_JIT)
+def _radix_select(bits, rank):
+    """The ``rank``-th smallest (from 0) of ``bits``, the uint64 patterns of non-negative float64 values.
+
+    Their order is that of the values: 16 bits at a time, count the keys,
+    keep those in the bucket that holds the rank.
+    """
+    counts = np.empty(1 << 16, np.int64)
+    cand = bits
+    for shift in (48, 32, 16, 0):
+        counts[:] = 0
+        for v in cand:
+            counts[(v >> shift) & 0xFFFF] += 1
+        below = 0
+        key = 0
+        while below + counts[key] <= rank:
+            below += counts[key]
+            key += 1
+        rank -= below
+        if counts[key] == cand.size:
+            continue
+        kept = np.empty(counts[key], np.uint64)
+        k = 0
+        for v in cand:
+            if (v >> shift) & 0xFFFF == key:
+                kept[k] = v
+                k += 1
+        cand = kept
+        if cand.size == 1:
+            break
+    return cand[0]
+
+
+@njit(**_JIT)
+def median_nonnegative(x):
+    """``np.median`` of a flat, contiguous float64 array of non-negative values without NaN (twice as fast)."""
+    n = x.size
+    bits = x.view(np.uint64)
+    lo = _radix_select(bits, (n - 1) // 2)
+    pair = np.empty(2, np.uint64)
+    pair[0] = lo
+    pair[1] = lo
+    if n % 2 == 0:
+        # The next order statistic: lo again if it is repeated that far, else the smallest value above it.
+        at_most = 0
+        above = np.uint64(0xFFFFFFFFFFFFFFFF)
+        for v in bits:
+            if v <= lo:
+                at_most += 1
+            elif v < above:
+                above = v
+        if at_most <= n // 2:
+            pair[1] = above
+    values = pair.view(np.float64)
+    if n % 2:
+        return values[0]
+    return (values[0] + values[1]) / 2
+
+
+@njit(**_JIT)
+def phase_orientation_add(eo, threshold, cut_off, g, cos_a, sin_a, totals):
+    """Adds one orientation of ``myphasecong3`` to ``totals`` (5, H, W), in place.
+
+    ``eo`` (nscale, H, W), complex (complex64 too; the arithmetic is
+    float64): the even + i odd filter responses. ``totals`` holds the
+    running totalEnergy, totalSumAn, covx2, covy2 and covxy. Per pixel: the
+    amplitudes |eo| (their sum sumAn and maximum maxAn over the scales),
+    Kovesi's PC_2 energy sum_s E_s mE + O_s mO - |E_s mO - O_s mE| ((mE, mO)
+    the summed response over its length + 1e-4) less the noise
+    ``threshold``, floored at 0, weighted by the frequency spread
+    1 / (1 + exp((cut_off - width) g)) with width = sumAn / (maxAn + 1e-4) /
+    nscale; and this orientation's PC (weighted energy / sumAn, NaN where
+    sumAn is 0, as the original) projected on (cos_a, sin_a). One row at a
+    time, so that the loops over a row vectorise.
+    """
+    nscale, rows, cols = eo.shape
+    se = np.empty(cols)
+    so = np.empty(cols)
+    sa = np.empty(cols)
+    ma = np.empty(cols)
+    en = np.empty(cols)
+    for i in range(rows):
+        for s in range(nscale):
+            row = eo[s, i]
+            if s == 0:
+                for j in range(cols):
+                    e = np.float64(row[j].real)
+                    o = np.float64(row[j].imag)
+                    a = math.sqrt(e * e + o * o)
+                    se[j] = e
+                    so[j] = o
+                    sa[j] = a
+                    ma[j] = a
+            else:
+                for j in range(cols):
+                    e = np.float64(row[j].real)
+                    o = np.float64(row[j].imag)
+                    a = math.sqrt(e * e + o * o)
+                    se[j] += e
+                    so[j] += o
+                    sa[j] += a
+                    ma[j] = a if a > ma[j] else ma[j]
+        for j in range(cols):
+            x = math.sqrt(se[j] * se[j] + so[j] * so[j]) + 1e-4
+            se[j] = se[j] / x
+            so[j] = so[j] / x
+            en[j] = 0.0
+        for s in range(nscale):
+            row = eo[s, i]
+            for j in range(cols):
+                e = np.float64(row[j].real)
+                o = np.float64(row[j].imag)
+                me = se[j]
+                mo = so[j]
+                en[j] += e * me + o * mo - abs(e * mo - o * me)
+        for j in range(cols):
+            weighted = 0.0
+            excess = en[j] - threshold
+            if excess > 0.0:  # else the weight does not matter: skip its exp
+                width = sa[j] / (ma[j] + 1e-4) / nscale
+                weighted = (1.0 / (1.0 + math.exp((cut_off - width) * g))) * excess
+            totals[0, i, j] += weighted
+            totals[1, i, j] += sa[j]
+            pc = weighted / sa[j]
+            covx = pc * cos_a
+            covy = pc * sin_a
+            totals[2, i, j] += covx * covx
+            totals[3, i, j] += covy * covy
+            totals[4, i, j] += covx * covy
+
+
+@njit(**_JIT)
+def phase_congruency_moments(first, second, norient):
+    """``myphasecong3``'s outputs (pc, M, m), each (H, W), from two parts of the totals (5, H, W).
+
+    ``first`` and ``second``: the totals of :func:`phase_orientation_add`
+    over two sets of orientations, added here.
+    """
+    _, rows, cols = first.shape
+    pc = np.empty((rows, cols))
+    big = np.empty((rows, cols))
+    small = np.empty((rows, cols))
+    for i in range(rows):
+        for j in range(cols):
+            pc[i, j] = (first[0, i, j] + second[0, i, j]) / ((first[1, i, j] + second[1, i, j]) + 1e-4)
+            covx2 = (first[2, i, j] + second[2, i, j]) / (norient / 2)
+            covy2 = (first[3, i, j] + second[3, i, j]) / (norient / 2)
+            covxy = (first[4, i, j] + second[4, i, j]) / norient
+            d = covx2 - covy2
+            denom = math.sqrt(covxy * covxy + d * d) + 1e-4
+            big[i, j] = (covy2 + covx2 + denom) / 2
+            small[i, j] = (covy2 + covx2 - denom) / 2
+    return pc, big, small
+
+
+@njit(**_JIT)
+def zhao_correlation_sum(stats, masks, c):
+    """``metricZhao``'s correlation map, summed, and the pixel count of its last mask.
+
+    ``stats`` (11, H, W): the local means of f, f^2, then for each of the
+    three masked maps x (masks (3, H, W)) those of x, x^2 and x f. Per
+    pixel, for each x inside its mask, (cov + c) / (sqrt|var_x var_f| + c);
+    the largest of the three (0 outside every mask) is summed.
+    """
+    _, rows, cols = masks.shape
+    total = 0.0
+    count = 0
+    for i in range(rows):
+        acc = 0.0
+        for j in range(cols):
+            mu_f = stats[0, i, j]
+            var_f = stats[1, i, j] - mu_f * mu_f
+            best = 0.0
+            for k in range(3):
+                r = 0.0
+                if masks[k, i, j]:
+                    mu = stats[2 + 3 * k, i, j]
+                    var = stats[3 + 3 * k, i, j] - mu * mu
+                    cov = stats[4 + 3 * k, i, j] - mu * mu_f
+                    r = (cov + c) / (math.sqrt(abs(var * var_f)) + c)
+                if k == 0 or r > best:
+                    best = r
+            acc += best
+        total += acc
+        for j in range(cols):
+            if masks[2, i, j]:
+                count += 1
+    return total, count
