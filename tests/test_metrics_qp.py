@@ -7,6 +7,7 @@ import pytest
 
 from causalfuse.metrics import compute, list_groups, list_metrics
 from causalfuse.metrics._kernels import (
+    median_nonnegative,
     phase_congruency_moments,
     phase_orientation_add,
     phase_smallest_power,
@@ -79,6 +80,25 @@ def test_filter_bank_zero_at_dc_and_low_pass_symmetric(shape):
     assert filters.shape == (6, 4) + shape
     assert np.all(filters[:, :, 0, 0] == 0)
     assert np.all(filters >= 0) and np.all(np.isfinite(noise)) and np.all(noise > 0)
+
+
+@pytest.mark.parametrize("shape", [(16, 20), (15, 21), (2, 3)])
+def test_noise_sums_equal_those_of_the_spatial_filters(shape):
+    from scipy import fft as sfft
+
+    filters, noise, _ = _filter_bank(*shape)
+    for o in range(6):
+        # myphasecong3's way, on the float32 filters (hence the tolerance)
+        spatial = sfft.ifft2(filters[o].astype(np.float64)).real * np.sqrt(np.prod(shape))
+        pairs = sum((spatial[i] * spatial[j]).sum() for i in range(4) for j in range(i + 1, 4))
+        assert noise[o] == pytest.approx(2 * (spatial**2).sum() + 4 * pairs, rel=1e-6)
+
+
+def test_median_equals_numpy():
+    rng = np.random.default_rng(2)
+    for n in list(range(1, 40)) + [460 * 63]:
+        for x in (rng.random(n), rng.integers(0, 3, n).astype(float), rng.exponential(size=n) ** 4 * 1e6):
+            assert median_nonnegative(x) == np.median(x)
 
 
 def test_phase_congruency_marks_the_step_edge():

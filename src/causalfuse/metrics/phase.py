@@ -84,7 +84,8 @@ def _filter_bank(rows: int, cols: int) -> _Bank:
 
     ``noise_sums[o]`` is ``2 sum(sum_s f_s^2) + 4 sum(sum_{i<j} f_i f_j)``
     with ``f_s`` the real part of the spatial filter at scale ``s`` rescaled
-    by sqrt(rows cols): the total noise energy squared per unit noise power.
+    by sqrt(rows cols): the total noise energy squared per unit noise power
+    (computed without transforms, see below).
     ``energies[o]`` is ``sum(filter[o, 0]^2)`` (myphasecong3's ``EM_n``).
     Both come from the float64 filters; the filters are kept as float32
     (the precision of the FFTs they feed, see :func:`phase_congruency`).
@@ -122,10 +123,12 @@ def _filter_bank(rows: int, cols: int) -> _Bank:
         bank = log_gabor * spread
         filters[o] = bank
         energies[o] = np.sum(bank[0] ** 2)
-        spatial = sfft.ifft2(bank, workers=_threads()).real * math.sqrt(rows * cols)
-        sum_an2 = (spatial * spatial).sum(axis=0).sum()
-        sum_aiaj = sum((spatial[i] * spatial[j]) for i in range(_NSCALE) for j in range(i + 1, _NSCALE)).sum()
-        noise_sums[o] = 2 * sum_an2 + 4 * sum_aiaj
+        # 2 sum(sum_s f_s^2) + 4 sum(sum_{i<j} f_i f_j) = 2 sum((sum_s f_s)^2), taken over the
+        # frequencies (Parseval): the real part of a spatial filter is the inverse transform of the
+        # filter's even part (F(u) + F(-u)) / 2, and the rescaling cancels the transform's 1 / N.
+        total = bank.sum(axis=0)
+        even = (total + np.roll(total[::-1, ::-1], 1, axis=(0, 1))) / 2
+        noise_sums[o] = 2 * np.sum(even * even)
     filters.flags.writeable = False
     return _Bank(filters, noise_sums, energies)
 
