@@ -32,22 +32,14 @@ from scipy import fft as sfft
 from ._filters import filter2_valid
 from ._kernels import qcb_contrast_power, sobel_power_block_sums, stretch_round
 from ._registry import register_metric
-from ._threads import thread_count
+from ._threads import metric_threads
 
 __all__ = ["clear_source_cache", "qcb", "qcv"]
 
 
 def _fft_workers() -> int:
-    """Threads for one FFT: those of :func:`causalfuse.metrics.compute` on the main thread, else 1.
-
-    ``compute`` runs metrics in worker threads and folder scoring in worker
-    processes; those already keep every core busy, and nested FFT threads
-    only add contention (measured: 2-thread ``compute`` of all metrics
-    141 ms with nested FFT threads, 116 ms without).
-    """
-    if threading.current_thread() is threading.main_thread():
-        return thread_count(None)  # 1 in a worker process of a pool
-    return 1
+    """Threads for one FFT: :func:`._threads.metric_threads`."""
+    return metric_threads()
 
 
 def _normalize1(x: np.ndarray) -> np.ndarray:

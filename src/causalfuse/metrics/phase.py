@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import math
-import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
@@ -27,7 +26,7 @@ from ._kernels import (
     zhao_correlation_sum,
 )
 from ._registry import register_metric
-from ._threads import thread_count
+from ._threads import metric_threads
 
 __all__ = ["phase_congruency", "zhao_qp"]
 
@@ -52,15 +51,13 @@ _CACHE_TAG = "phasecong"
 
 
 def _threads() -> int:
-    """Qp's threads: those of :func:`causalfuse.metrics.compute` on the main thread, else 1 (see :mod:`.perceptual`).
+    """Qp's threads (:func:`._threads.metric_threads`).
 
     They share the FFTs of the filter bank, and the two halves of each phase
     congruency and the three features' correlations of :func:`zhao_qp`
     (tasks whose FFTs then run on one thread each).
     """
-    if threading.current_thread() is threading.main_thread():
-        return thread_count(None)
-    return 1
+    return metric_threads()
 
 
 def _axis_range(n: int) -> np.ndarray:
