@@ -205,6 +205,35 @@ def test_edge_feature_is_binary_and_empty_on_a_flat_image():
     assert set(np.unique(e)) <= {0.0, 1.0} and 0 < e.sum() < e.size
 
 
+def _sobel_edges_numpy(x: np.ndarray) -> np.ndarray:
+    """Octave's edge(x / 255) in NumPy, term by term in conv2's order (what the compiled kernel must equal)."""
+    im = x / 255.0
+    rows, cols = im.shape
+    pad = np.pad(im, 1, mode="edge")
+
+    def at(di, dj):
+        return pad[di : di + rows, dj : dj + cols]
+
+    g1 = -0.125 * at(2, 2) + 0.125 * at(0, 2) - 0.25 * at(2, 1) + 0.25 * at(0, 1) - 0.125 * at(2, 0) + 0.125 * at(0, 0)
+    g2 = -0.125 * at(2, 2) - 0.25 * at(1, 2) - 0.125 * at(0, 2) + 0.125 * at(2, 0) + 0.25 * at(1, 0) + 0.125 * at(0, 0)
+    strength = g1 * g1 + g2 * g2
+    total = 0.0
+    for v in strength.ravel(order="F"):
+        total += v
+    strength[strength <= 4.0 * (total / strength.size)] = 0.0
+    s = np.pad(strength, 1)
+    c = s[1:-1, 1:-1]
+    thin = ((c > s[1:-1, :-2]) & (c > s[1:-1, 2:])) | ((c > s[:-2, 1:-1]) & (c > s[2:, 1:-1]))
+    return thin.astype(np.float64)
+
+
+@pytest.mark.parametrize("shape", [(30, 30), (7, 41), (1, 5), (3, 1)])
+def test_edge_kernel_equals_numpy(shape):
+    rng = np.random.default_rng(shape[0])
+    for x in (rng.integers(0, 256, shape).astype(float), np.round(rng.random(shape) * 4) * 60):
+        np.testing.assert_array_equal(feature_map(x, "edge"), _sobel_edges_numpy(x))
+
+
 def test_unknown_feature_is_refused():
     with pytest.raises(ValueError, match="'wavelet'"):
         feature_map(np.zeros((4, 4)), "wavelet")  # type: ignore[arg-type]

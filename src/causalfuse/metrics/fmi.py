@@ -299,37 +299,57 @@ def _sequential_sum(x):
     return acc
 
 
-def _sobel_edges_octave(x: np.ndarray) -> np.ndarray:
-    """Octave's ``edge(x / 255)`` (image package 2.14, default Sobel) as 0/1 float64."""
-    im = x / 255.0
+@njit(**_JIT)
+def _sobel_edges_octave_kernel(im):
+    """Octave's Sobel ``edge`` of ``im`` (already / 255), as 0/1 float64; see :func:`_sobel_edges_octave`."""
     rows, cols = im.shape
-    pad = np.pad(im, 1, mode="edge")
-
-    def at(di: int, dj: int) -> np.ndarray:
-        return pad[di : di + rows, dj : dj + cols]
-
-    # imfilter correlates with h = fspecial('sobel') / 8 = [1 2 1; 0 0 0; -1 -2 -1] / 8 (and h');
-    # Octave's conv2 of the rotated kernel adds the terms by kernel columns from the last,
-    # each from the bottom row up (the zero terms change nothing).
-    g1 = -0.125 * at(2, 2) + 0.125 * at(0, 2)
-    g1 = g1 - 0.25 * at(2, 1)
-    g1 = g1 + 0.25 * at(0, 1)
-    g1 = g1 - 0.125 * at(2, 0)
-    g1 = g1 + 0.125 * at(0, 0)
-    g2 = -0.125 * at(2, 2) - 0.25 * at(1, 2)
-    g2 = g2 - 0.125 * at(0, 2)
-    g2 = g2 + 0.125 * at(2, 0)
-    g2 = g2 + 0.25 * at(1, 0)
-    g2 = g2 + 0.125 * at(0, 0)
-    strength = g1 * g1 + g2 * g2
-    thresh = 4.0 * (_sequential_sum(strength.ravel(order="F")) / strength.size)
-    strength[strength <= thresh] = 0.0
+    strength = np.empty((rows, cols))
+    for i in range(rows):
+        i0 = max(i - 1, 0)  # replicated borders
+        i2 = min(i + 1, rows - 1)
+        for j in range(cols):
+            j0 = max(j - 1, 0)
+            j2 = min(j + 1, cols - 1)
+            # imfilter correlates with h = fspecial('sobel') / 8 = [1 2 1; 0 0 0; -1 -2 -1] / 8 (and h');
+            # Octave's conv2 of the rotated kernel adds the terms by kernel columns from the last,
+            # each from the bottom row up (the zero terms change nothing).
+            g1 = -0.125 * im[i2, j2] + 0.125 * im[i0, j2]
+            g1 = g1 - 0.25 * im[i2, j]
+            g1 = g1 + 0.25 * im[i0, j]
+            g1 = g1 - 0.125 * im[i2, j0]
+            g1 = g1 + 0.125 * im[i0, j0]
+            g2 = -0.125 * im[i2, j2] - 0.25 * im[i, j2]
+            g2 = g2 - 0.125 * im[i0, j2]
+            g2 = g2 + 0.125 * im[i2, j0]
+            g2 = g2 + 0.25 * im[i, j0]
+            g2 = g2 + 0.125 * im[i0, j0]
+            strength[i, j] = g1 * g1 + g2 * g2
+    total = 0.0  # Octave's sum: one running total, column-major
+    for j in range(cols):
+        for i in range(rows):
+            total += strength[i, j]
+    thresh = 4.0 * (total / strength.size)
+    for i in range(rows):
+        for j in range(cols):
+            if strength[i, j] <= thresh:
+                strength[i, j] = 0.0
     # simple_thinning: strictly above both horizontal, or both vertical, neighbours (zeros outside)
-    s = np.pad(strength, 1)
-    centre = s[1:-1, 1:-1]
-    horizontal = (centre > s[1:-1, :-2]) & (centre > s[1:-1, 2:])
-    vertical = (centre > s[:-2, 1:-1]) & (centre > s[2:, 1:-1])
-    return (horizontal | vertical).astype(np.float64)
+    edges = np.zeros((rows, cols))
+    for i in range(rows):
+        for j in range(cols):
+            c = strength[i, j]
+            left = strength[i, j - 1] if j > 0 else 0.0
+            right = strength[i, j + 1] if j < cols - 1 else 0.0
+            up = strength[i - 1, j] if i > 0 else 0.0
+            down = strength[i + 1, j] if i < rows - 1 else 0.0
+            if (c > left and c > right) or (c > up and c > down):
+                edges[i, j] = 1.0
+    return edges
+
+
+def _sobel_edges_octave(x: np.ndarray) -> np.ndarray:
+    """Octave's ``edge(x / 255)`` (image package 2.14, default Sobel) as 0/1 float64 (compiled)."""
+    return _sobel_edges_octave_kernel(np.ascontiguousarray(x / 255.0))
 
 
 def feature_map(x: np.ndarray, feature: Feature) -> np.ndarray:
