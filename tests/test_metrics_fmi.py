@@ -234,6 +234,22 @@ def test_edge_kernel_equals_numpy(shape):
         np.testing.assert_array_equal(feature_map(x, "edge"), _sobel_edges_numpy(x))
 
 
+def test_same_value_on_any_number_of_threads():
+    from causalfuse.metrics import set_default_threads
+
+    rng = np.random.default_rng(9)
+    a, b = rng.integers(0, 256, (2, 20, 300)).astype(float)
+    f = np.round((a + b) / 2)
+    values = []
+    try:
+        for threads in (1, 2, 3):
+            set_default_threads(threads)
+            values.append(fmi_window_mean(a, b, f))
+    finally:
+        set_default_threads(None)
+    assert len(set(values)) == 1
+
+
 def test_unknown_feature_is_refused():
     with pytest.raises(ValueError, match="'wavelet'"):
         feature_map(np.zeros((4, 4)), "wavelet")  # type: ignore[arg-type]
