@@ -140,6 +140,27 @@ def test_threads_give_the_same_values():
     assert all(one[k] == two[k] or (math.isnan(one[k]) and math.isnan(two[k])) for k in one)
 
 
+def test_a_metric_run_by_compute_on_the_calling_thread_gets_its_threads(monkeypatch):
+    import dataclasses
+    import threading
+
+    from causalfuse.metrics import _registry, _threads
+
+    seen = []
+    info = _registry.get_metric("CC")
+
+    def spy(f, ir, vi):
+        seen.append((threading.current_thread() is threading.main_thread(), _threads.metric_threads()))
+        return info.fn(f, ir, vi)
+
+    monkeypatch.setitem(_registry._METRICS, "cc", dataclasses.replace(info, fn=spy))
+    f, ir, vi = _colour_triplet()
+    for threads in (1, 3):
+        compute(f, ir, vi, ["CC"], threads=threads)  # one task: run on this thread
+    compute(f, ir, vi, ["CC", "EN"], threads=2)  # in worker threads
+    assert seen == [(True, 1), (True, 3), (False, 1)]
+
+
 def test_source_cache_is_a_pure_speed_up():
     from causalfuse.metrics._filters import source_cache
 

@@ -28,7 +28,7 @@ import numpy as np
 from ..errors import CausalFuseError
 from ._checks import Colour, Prepared, prepare
 from ._registry import MetricInfo, get_metric, list_groups, list_metrics, register_metric
-from ._threads import set_default_threads, thread_count as _thread_count
+from ._threads import running_with as _running_with, set_default_threads, thread_count as _thread_count
 
 # Importing the metric families registers them.
 from . import fmi, gradient, information, phase, statistics, structural, visual  # noqa: E402,F401
@@ -164,7 +164,8 @@ def compute_prepared(
     n = _thread_count(threads)
     per_metric = {info.name: _tasks(info, p) for info in infos}
     if n == 1 or sum(len(t) for t in per_metric.values()) == 1:
-        return {name: _combine([task() for task in tasks]) for name, tasks in per_metric.items()}
+        with _running_with(n):  # the metrics' own threads (FFTs, Qp's and FMI's tasks): n
+            return {name: _combine([task() for task in tasks]) for name, tasks in per_metric.items()}
     order = sorted(per_metric, key=lambda name: -_COST.get(name, 0))
     with ThreadPoolExecutor(max_workers=n) as pool:
         futures = {name: [pool.submit(task) for task in per_metric[name]] for name in order}

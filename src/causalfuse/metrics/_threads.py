@@ -4,13 +4,18 @@ work (the FFTs of Qcb and Qcv, Qp's and FMI's tasks)."""
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import multiprocessing
 import os
 import threading
+from collections.abc import Iterator
 
 __all__ = ["metric_threads", "set_default_threads", "thread_count"]
 
 _threads_default: int | None = None
+#: Set by :func:`causalfuse.metrics.compute` while it runs metrics on the calling thread.
+_call_threads: contextvars.ContextVar[int | None] = contextvars.ContextVar("causalfuse_call_threads", default=None)
 
 
 def thread_count(threads: int | None) -> int:
@@ -29,16 +34,30 @@ def thread_count(threads: int | None) -> int:
 
 
 def metric_threads() -> int:
-    """Threads for one metric's own work: :func:`thread_count` on the main thread, else 1.
+    """Threads for one metric's own work: 1 off the main thread, else those of the ``compute`` call running it.
 
     :func:`causalfuse.metrics.compute` runs metrics in worker threads and
     folder scoring in worker processes; those already keep every core busy,
     and nested threads only add contention (measured: 2-thread ``compute``
-    of all metrics 141 ms with nested FFT threads, 116 ms without).
+    of all metrics 141 ms with nested FFT threads, 116 ms without). When
+    ``compute`` runs its metrics on the calling thread (one thread, or a
+    single metric) they get its ``threads``; a metric function called
+    directly on the main thread gets :func:`thread_count`'s default.
     """
-    if threading.current_thread() is threading.main_thread():
-        return thread_count(None)  # 1 in a worker process of a pool
-    return 1
+    if threading.current_thread() is not threading.main_thread():
+        return 1
+    threads = _call_threads.get()
+    return thread_count(None) if threads is None else threads  # 1 in a worker process of a pool
+
+
+@contextlib.contextmanager
+def running_with(threads: int) -> Iterator[None]:
+    """Within the block, :func:`metric_threads` on this thread gives ``threads``."""
+    token = _call_threads.set(threads)
+    try:
+        yield
+    finally:
+        _call_threads.reset(token)
 
 
 def set_default_threads(threads: int | None) -> None:
