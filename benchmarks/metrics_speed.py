@@ -16,8 +16,15 @@ CPU time is the better number on a loaded machine: wall time also counts
 the time other processes hold the cores.
 
 The totals and ``compute(all)`` are the metrics of ``all`` (published
-tables); the metrics that belong to groups (``liu2012``, ``piella``, ...)
-are timed one by one after them, each on its own, with their groups.
+tables); the metrics that belong to groups (``liu2012``, ``piella``, ``fmi``)
+are timed one by one after them, each on its own, with their groups. Those
+are also timed on two threads of their own (``2 thr``: Qp and FMI split their
+work into tasks; the others do not use threads), and set against the
+original's time under GNU Octave where it is known (``octave``, ``x``: how
+many times faster on one thread), from the Octave runs of
+``../shared/oracle/more_metrics``: Qp about 2 s and NCIE 3 to 8 s per
+630 x 460 triplet (the lower end is used: the speed-up is at least that),
+FMI 7.6 ms per 3 x 3 window (about 36 minutes per feature at 630 x 460).
 """
 
 from __future__ import annotations
@@ -72,6 +79,33 @@ def _triplets() -> list[tuple[str, tuple[np.ndarray, np.ndarray, np.ndarray]]]:
     return out
 
 
+#: The originals' seconds under GNU Octave for the 630 x 460 triplet (see the docstring).
+OCTAVE_S = {"Qp": 2.0, "NCIE": 3.0}
+#: fmi.m's interpreted window loop under Octave, seconds per 3 x 3 window (both branches).
+OCTAVE_FMI_WINDOW_S = 7.6e-3
+
+
+def _octave_seconds(name: str, shape: tuple[int, ...], small: bool) -> float | None:
+    """The original's time under Octave for one triplet of this size, where known."""
+    if name.startswith("FMI_"):
+        return OCTAVE_FMI_WINDOW_S * (shape[0] - 2) * (shape[1] - 2)
+    return OCTAVE_S.get(name) if small else None
+
+
+def _time(info, p, repeats: int) -> tuple[float, float]:
+    """Median wall and CPU seconds of one metric on a prepared triplet, the sources' caches cleared each time."""
+    from causalfuse.metrics import _run
+
+    walls, cpus = [], []
+    for _ in range(repeats):
+        _clear_caches()  # one triplet: nothing known about its sources yet
+        w0, c0 = time.perf_counter(), time.process_time()
+        _run(info, p)
+        walls.append(time.perf_counter() - w0)
+        cpus.append(time.process_time() - c0)
+    return statistics.median(walls), statistics.median(cpus)
+
+
 def _clear_caches() -> None:
     """Forget the sources' cached maps (kept between calls when many methods share a pair)."""
     from causalfuse.metrics import _filters
@@ -94,14 +128,15 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from causalfuse.metrics import _run, _thread_count, compute, get_metric, list_groups, list_metrics, prepare
-    from causalfuse.metrics import resolve_metrics
+    from causalfuse.metrics import resolve_metrics, set_default_threads
 
     names = [m.name for m in resolve_metrics(args.metrics)] if args.metrics else list_metrics()
     groups = {g: [n for n in members if n in names] for g, members in list_groups().items()}
+    outside_all = [n for n in names if n not in list_groups()["all"]]
     colours = ["gray", "vifb"] if args.colour == "both" else [args.colour]
     print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; median of {args.repeats} runs; ms")
     triplets = _triplets()
-    for label, (f, ir, vi) in triplets[:1] if args.small_only else triplets:
+    for k, (label, (f, ir, vi)) in enumerate(triplets[:1] if args.small_only else triplets):
         for colour in colours:
             prep_t = time.perf_counter()
             p = prepare(f, ir, vi, colour)  # type: ignore[arg-type]
@@ -109,28 +144,34 @@ def main(argv: list[str] | None = None) -> int:
             for name in names:  # warm-up (caches, imports)
                 _run(get_metric(name), p)
             rows = []
-            for name in names:
-                info = get_metric(name)
-                walls, cpus = [], []
-                for _ in range(args.repeats):
-                    _clear_caches()  # one triplet: nothing known about its sources yet
-                    w0, c0 = time.perf_counter(), time.process_time()
-                    _run(info, p)
-                    walls.append(time.perf_counter() - w0)
-                    cpus.append(time.process_time() - c0)
-                rows.append((name, statistics.median(walls) * 1e3, statistics.median(cpus) * 1e3))
+            try:
+                for name in names:
+                    info = get_metric(name)
+                    set_default_threads(1)  # the metric's own threads (FFTs, tasks): one
+                    wall, cpu = _time(info, p, args.repeats)
+                    wall2 = None
+                    if name in outside_all:
+                        set_default_threads(2)
+                        wall2, _ = _time(info, p, args.repeats)
+                    octave = _octave_seconds(name, f.shape, k == 0) if colour == "gray" else None  # the runs were grey
+                    rows.append((name, wall * 1e3, cpu * 1e3, wall2, octave))
+            finally:
+                set_default_threads(None)
             print(f"\n{label}, colour={colour} (input preparation {prep_ms:.1f} ms)")
             width = max(8, *(len(n) for n in names))
-            print(f"{'metric':<{width}} {'wall':>8} {'cpu':>8}")
-            for name, w, c in rows:
-                print(f"{name:<{width}} {w:8.1f} {c:8.1f}")
+            print(f"{'metric':<{width}} {'wall':>8} {'cpu':>8} {'2 thr':>8} {'octave':>8} {'x':>6}")
+            for name, w, c, w2, octave in rows:
+                two = f"{w2 * 1e3:8.1f}" if w2 is not None else f"{'':8}"
+                octave_s = f"{octave:7.1f}s {octave * 1e3 / w:6.0f}" if octave is not None else ""
+                print(f"{name:<{width}} {w:8.1f} {c:8.1f} {two} {octave_s}".rstrip())
             for group, members in groups.items():
                 if members:
                     label3 = "total" if group == "all" else f"{group} total"
                     chosen = [r for r in rows if r[0] in members]
                     print(f"{label3:<{width}} {sum(r[1] for r in chosen):8.1f} {sum(r[2] for r in chosen):8.1f}")
             four = [r for r in rows if r[0] in ("MI", "VIF", "Qabf", "SSIM")]
-            print(f"{'paper 4':<{width}} {sum(r[1] for r in four):8.1f} {sum(r[2] for r in four):8.1f}")
+            if four:
+                print(f"{'paper 4':<{width}} {sum(r[1] for r in four):8.1f} {sum(r[2] for r in four):8.1f}")
             n = _thread_count(None)
             # compute() on the selections of published tables ('all' keeps the 18; groups are timed above)
             all_label = "all" if len(groups["all"]) == len(list_groups()["all"]) else "all, those chosen"
