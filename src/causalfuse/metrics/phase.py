@@ -161,7 +161,7 @@ def _start_phase_congruency(
     """:func:`phase_congruency` of ``image``, its two halves run in ``pool`` (or now): call the result for (pc, M, m)."""
     im = np.asarray(image, dtype=np.float64)
     bank = _filter_bank(*im.shape)
-    spectrum = sfft.fft2(im, workers=_threads()).astype(np.complex64)
+    spectrum = sfft.fft2(im, workers=1 if pool else _threads()).astype(np.complex64)  # the pool is busy
     if pool is None:
         parts = [_orientation_totals(spectrum, bank, half) for half in _HALVES]
         return lambda: phase_congruency_moments(parts[0], parts[1], _NORIENT)
