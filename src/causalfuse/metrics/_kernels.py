@@ -23,7 +23,7 @@ formulas. These kernels do the same arithmetic in single passes:
   :func:`phase_orientation_add` and :func:`phase_congruency_moments`: Qp's
   phase congruency (the noise statistic, each orientation's sums over the
   log-Gabor scales added to the totals, and the moments);
-  :func:`zhao_correlation_sum`: Qp's masked local correlations;
+  :func:`zhao_correlation`: Qp's masked local correlations;
 * :func:`window_means_octave`: local means at chosen windows summed in
   Octave's ``conv2`` order (the flat windows of Qs, Qw, Qe, Qy and Qc);
   :func:`piella_sums`, :func:`yang_sum` and :func:`cvejic_sum`: their
@@ -63,7 +63,7 @@ __all__ = [
     "viff_arguments",
     "window_means_octave",
     "yang_sum",
-    "zhao_correlation_sum",
+    "zhao_correlation",
 ]
 
 _JIT = dict(nogil=True, cache=True, error_model="numpy")
@@ -826,36 +826,71 @@ def phase_congruency_moments(first, second, norient):
     return pc, big, small
 
 
-@njit(**_JIT)
-def zhao_correlation_sum(stats, masks, c):
-    """``metricZhao``'s correlation map, summed, and the pixel count of its last mask.
+@njit(inline="always", **_JIT)
+def _zhao_masked_lines(x, masks, k, f, r, line, h):
+    """Row ``r`` of x masked by ``masks[k]``, of its square and of its product with f, into lines 2 + 3k.. of ``line``."""
+    for j in range(f.shape[1]):
+        xm = x[r, j] * (1.0 if masks[k, r, j] else 0.0)  # mask .* x
+        line[2 + 3 * k, j + h] = xm
+        line[3 + 3 * k, j + h] = xm * xm
+        line[4 + 3 * k, j + h] = xm * f[r, j]
 
-    ``stats`` (11, H, W): the local means of f, f^2, then for each of the
-    three masked maps x (masks (3, H, W)) those of x, x^2 and x f. Per
-    pixel, for each x inside its mask, (cov + c) / (sqrt|var_x var_f| + c);
-    the largest of the three (0 outside every mask) is summed.
+
+@njit(**_JIT)
+def zhao_correlation(a, b, best, f, masks, g, c):
+    """``metricZhao``'s correlation map of the masked maps a, b, best with f, summed, and the pixel count of masks[2].
+
+    Local means: ``filter2(outer(g, g), ., 'same')`` with zero padding (g of
+    odd length; the sums of :func:`separable_valid` on the zero-padded maps)
+    of f, f^2 and, for each x of a, b, best masked by its mask (3, H, W), of
+    x, x^2 and x f. They are never stored whole: the row-filtered lines of
+    the last len(g) rows are kept in a ring. Per pixel, for each x inside its
+    mask, (cov + c) / (sqrt|var_x var_f| + c); the largest of the three (0
+    outside every mask) is summed, row by row.
     """
-    _, rows, cols = masks.shape
+    rows, cols = f.shape
+    n = g.size
+    h = n // 2
+    ring = np.empty((11, n, cols))
+    line = np.zeros((11, cols + 2 * h))  # one padded row of each map; the ends stay 0
+    means = np.empty((11, cols))
     total = 0.0
     count = 0
-    for i in range(rows):
+    for r in range(-h, rows + h):
+        slot = (r + h) % n
+        if 0 <= r < rows:
+            for j in range(cols):
+                fv = f[r, j]
+                line[0, j + h] = fv
+                line[1, j + h] = fv * fv
+            _zhao_masked_lines(a, masks, 0, f, r, line, h)
+            _zhao_masked_lines(b, masks, 1, f, r, line, h)
+            _zhao_masked_lines(best, masks, 2, f, r, line, h)
+            for m in range(11):
+                _row_pass(line[m], g, ring[m, slot], cols)
+        else:
+            ring[:, slot] = 0.0  # a row of the zero padding
+        i = r - h
+        if i < 0:
+            continue
+        for m in range(11):
+            _column_pass(ring[m], i, g, means[m], 1, cols)
         acc = 0.0
         for j in range(cols):
-            mu_f = stats[0, i, j]
-            var_f = stats[1, i, j] - mu_f * mu_f
-            best = 0.0
+            mu_f = means[0, j]
+            var_f = means[1, j] - mu_f * mu_f
+            top = 0.0
             for k in range(3):
-                r = 0.0
+                v = 0.0
                 if masks[k, i, j]:
-                    mu = stats[2 + 3 * k, i, j]
-                    var = stats[3 + 3 * k, i, j] - mu * mu
-                    cov = stats[4 + 3 * k, i, j] - mu * mu_f
-                    r = (cov + c) / (math.sqrt(abs(var * var_f)) + c)
-                if k == 0 or r > best:
-                    best = r
-            acc += best
-        total += acc
-        for j in range(cols):
+                    mu = means[2 + 3 * k, j]
+                    var = means[3 + 3 * k, j] - mu * mu
+                    cov = means[4 + 3 * k, j] - mu * mu_f
+                    v = (cov + c) / (math.sqrt(abs(var * var_f)) + c)
+                if k == 0 or v > top:
+                    top = v
+            acc += top
             if masks[2, i, j]:
                 count += 1
+        total += acc
     return total, count

@@ -22,8 +22,7 @@ from ._kernels import (
     phase_congruency_moments,
     phase_orientation_add,
     phase_smallest_power,
-    separable_valid,
-    zhao_correlation_sum,
+    zhao_correlation,
 )
 from ._registry import register_metric
 from ._threads import metric_threads
@@ -199,20 +198,9 @@ def _correlation(a, b, best, f, masks) -> float:
 
     ``masks`` (3, H, W): those of ``a``, ``b`` and ``best``. The local means
     are ``filter2(w, x, 'same')`` with the 11 x 11 Gaussian (sigma 1.5):
-    zero padding, separable, all eleven maps in one pass.
+    zero padding, separable (:func:`._kernels.zhao_correlation`).
     """
-    rows, cols = f.shape
-    h = _WINDOW.size // 2
-    padded = np.zeros((11, rows + 2 * h, cols + 2 * h))
-    inner = padded[:, h : h + rows, h : h + cols]
-    inner[0] = f
-    np.multiply(f, f, out=inner[1])
-    for k, x in enumerate((a, b, best)):
-        xm = inner[2 + 3 * k]
-        np.multiply(masks[k], x, out=xm)
-        np.multiply(xm, xm, out=inner[3 + 3 * k])
-        np.multiply(xm, f, out=inner[4 + 3 * k])
-    total, count = zhao_correlation_sum(separable_valid(padded, _WINDOW, 1, False), masks, _C)
+    total, count = zhao_correlation(a, b, best, f, masks, _WINDOW, _C)
     with np.errstate(invalid="ignore", divide="ignore"):
         return float(np.float64(total) / np.float64(count))
 
