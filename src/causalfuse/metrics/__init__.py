@@ -119,10 +119,11 @@ def _run(info: MetricInfo, p: Prepared) -> float:
 # Relative cost (ms per 630 x 460 channel, one thread), so that the slow
 # metrics start first when threads share the work (longest first).
 _COST = {
+    "Qp": 500,
     "FMI_dct": 350,
     "FMI_pixel": 330,
     "FMI_gradient": 330,
-    "FMI_edge": 80,
+    "FMI_edge": 50,
     "Qcb": 32,
     "MS-SSIM": 25,
     "Qcv": 22,
