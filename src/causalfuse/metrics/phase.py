@@ -3,6 +3,18 @@
 ``metricZhao.m`` with ``myphasecong3.m`` (Z. Liu's revision of Kovesi's
 ``phasecong3``) and Kovesi's ``lowpassfilter.m``: group ``liu2012``, not
 part of ``all``. Every function takes one channel on the 0-255 scale.
+
+Speed: one 630 x 460 triplet takes about 0.5 s of CPU (Octave: about 2 s),
+three times less than in float64 with NumPy loops. About 40 % of it is the
+72 inverse FFTs of the filter responses (complex64; the transforms of
+length 460 = 4 x 5 x 23 cost twice as much per point as those of length
+630, and padding would change the circular convolutions), 25 % the
+compiled pass over each orientation's four scales, 12 % the local
+correlations and the rest the products with the filters, the noise
+medians and the forward FFTs. Two threads take the two halves of the
+orientations of each image and the three features' correlations
+(:func:`zhao_qp`); the filter bank of each image size is kept (8 sizes,
+28 MB at 630 x 460).
 """
 
 from __future__ import annotations
