@@ -5,16 +5,20 @@ compared through their gradient magnitude, rank-equalised (each image's
 values replaced by their quantiles, which spreads them over the histogram's
 bins). The estimate runs in three steps:
 
-1. **Search** (OpenCV): for a grid of scales and rotations around the
-   nominal transform (the two cameras see the same field of view,
-   :func:`~causalfuse.register.transform.nominal_matrix`), the best shift is
-   found by phase correlation of the coarse gradient images. The strongest
-   few candidates go on.
+1. **Search** (OpenCV and NumPy): for a grid of scales and rotations around
+   the nominal transform (the two cameras see the same field of view,
+   :func:`~causalfuse.register.transform.nominal_matrix`), the strongest
+   peaks of the phase correlation of the coarse gradient images, within
+   ``max_shift``, give candidate shifts; the candidates are ranked by the
+   mutual information of the coarse gradient images (where the infrared
+   image covers at least ``min_overlap`` of the visible one).
 2. **Mattes mutual information** (SimpleITK's registration framework, a
-   multi-resolution pyramid and its gradient-descent optimiser): each
-   candidate is refined as a similarity transform on the coarse levels, the
-   best is refined on the finest level as the asked model (translation,
-   similarity or affine; affine starts from the similarity result).
+   multi-resolution pyramid and its regular-step gradient-descent
+   optimiser): the best four candidates and the nominal transform are
+   refined as similarity transforms on the coarse levels; the one with the
+   highest mutual information of the intensities wins and is refined on the
+   finest levels as the asked model (translation, similarity or affine;
+   affine starts from the similarity result).
 3. **Projective** (OpenCV's ECC, an enhanced-correlation optimiser): starts
    from the affine result on the finest level and is kept only if it raises
    the mutual information.
@@ -172,27 +176,32 @@ class _Frames:
         self.levels = max(1, int(round(self.spacing)))  # the finest useful shrink of the visible image
         self.vi_grad = _ranks(_gradient(vi, self.spacing))
         self.ir_grad = _ranks(_gradient(ir, 1.0))
+        S = np.linalg.inv(self.nominal)  # infrared pixel p sits at physical position S @ p
+        self.fixed, self.moving = self._images(self.vi_grad, self.ir_grad, S)
+        self.fixed_pixels = self.fixed.GetWidth() * self.fixed.GetHeight()
+        self.S = S
+        self.centre = ((W - 1) / 2, (H - 1) / 2)
+
+    def _images(self, vi: np.ndarray, ir: np.ndarray, S: np.ndarray):
+        """(fixed, moving) SimpleITK images in the visible pixel frame."""
+        sitk = _sitk()
+        H, W = vi.shape
         # The registration never looks finer than the infrared resolution, so
-        # the visible gradients are shrunk to it once (SimpleITK's pyramid
-        # would smooth the full image again for every run).
+        # the visible image is shrunk to it once (SimpleITK's pyramid would
+        # smooth the full image again for every run).
         f = self.levels
         if f > 1:
             wc, hc = max(8, round(W / f)), max(8, round(H / f))
-            shrunk = _cv2().resize(self.vi_grad, (wc, hc), interpolation=_cv2().INTER_AREA)
-            self.fixed = sitk.GetImageFromArray(shrunk)
+            fixed = sitk.GetImageFromArray(_cv2().resize(vi, (wc, hc), interpolation=_cv2().INTER_AREA))
             sx, sy = W / wc, H / hc
-            self.fixed.SetSpacing((sx, sy))
-            self.fixed.SetOrigin((0.5 * sx - 0.5, 0.5 * sy - 0.5))  # pixel centres stay at visible pixel positions
+            fixed.SetSpacing((sx, sy))
+            fixed.SetOrigin((0.5 * sx - 0.5, 0.5 * sy - 0.5))  # pixel centres stay at visible pixel positions
         else:
-            self.fixed = sitk.GetImageFromArray(self.vi_grad)
-        self.fixed_pixels = self.fixed.GetWidth() * self.fixed.GetHeight()
-        self.moving = sitk.GetImageFromArray(self.ir_grad)
-        self.moving.SetSpacing((self.spacing, self.spacing))
-        # infrared pixel p sits at physical position S @ p, S = nominal^-1
-        S = np.linalg.inv(self.nominal)
-        self.moving.SetOrigin((float(S[0, 2]), float(S[1, 2])))
-        self.S = S
-        self.centre = ((W - 1) / 2, (H - 1) / 2)
+            fixed = sitk.GetImageFromArray(vi)
+        moving = sitk.GetImageFromArray(ir)
+        moving.SetSpacing((self.spacing, self.spacing))
+        moving.SetOrigin((float(S[0, 2]), float(S[1, 2])))
+        return fixed, moving
 
     def to_matrix(self, tx) -> np.ndarray:
         """Visible px -> infrared px of a SimpleITK transform in this frame."""
@@ -314,6 +323,19 @@ def _histogram_mi(a: np.ndarray, b: np.ndarray) -> float:
     return float((joint[nz] * np.log2(joint[nz] / (pa @ pb)[nz])).sum())
 
 
+_CANDIDATES = 4  # search candidates refined and compared
+
+
+def _intensity_mi(frames: _Frames, ir: np.ndarray, vi: np.ndarray, tx, min_overlap: float) -> float:
+    """Mutual information (bits) of the intensities at a SimpleITK transform; -1 below ``min_overlap``."""
+    try:
+        t = Transform("affine", frames.to_matrix(tx), frames.ir_size, frames.vi_size)
+        mi, overlap = mutual_information_bits(ir, vi, t)
+    except CausalFuseError:  # degenerate
+        return -1.0
+    return mi if overlap >= min_overlap else -1.0
+
+
 def _similarity_from(frames: _Frames, matrix: np.ndarray):
     sitk = _sitk()
     p = frames.physical(matrix)
@@ -378,11 +400,15 @@ def estimate_transform(
         _refine(frames, tx, [4, 2, 1], learning_rate=2.0)
         matrix = frames.to_matrix(tx)
     else:
+        # Each candidate is refined on the coarse levels; the one whose
+        # intensities then share the most information with the visible image wins.
         best = None
-        for _, start in _search(frames, search, keep=3, rotate=True, min_overlap=min_overlap):
+        starts = [m for _, m in _search(frames, search, keep=_CANDIDATES, rotate=True, min_overlap=min_overlap)]
+        for start in starts + [frames.nominal]:  # the nominal rig always competes
             tx = _similarity_from(frames, start)
-            value = _refine(frames, tx, [8, 4], learning_rate=2.0)
-            if best is None or value < best[0]:
+            _refine(frames, tx, [8, 4], learning_rate=2.0)
+            value = _intensity_mi(frames, ir_g, vi_g, tx, min_overlap)
+            if best is None or value > best[0]:
                 best = (value, tx)
         tx = best[1]
         _refine(frames, tx, [2, 1], learning_rate=1.0)
