@@ -128,6 +128,16 @@ def test_unfused_module_path_matches_plain(official_state, plain_net):
             torch.testing.assert_close(ours, ref, rtol=0, atol=1e-5)
 
 
+def test_plain_operator_path_matches_plain(official_state, plain_net):
+    """forward_code_plain (what ONNX export traces), on both encoders: the infrared one has a negative threshold."""
+    x = torch.rand(2, 1, 9, 11, generator=torch.Generator().manual_seed(4))
+    for prefix, ref_encoder in (("get_ls1.", plain_net.get_ls1), ("get_ls2.", plain_net.get_ls2)):
+        enc = LRREncoder()
+        enc.load_official(official_state, prefix=prefix)
+        with torch.no_grad():
+            torch.testing.assert_close(enc.forward_code_plain(x), torch.cat(ref_encoder(x), dim=1), rtol=0, atol=1e-5)
+
+
 def _grads(module, x, loss_fn):
     x = x.clone().requires_grad_(True)
     loss = loss_fn(*module(x))

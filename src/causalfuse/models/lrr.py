@@ -625,6 +625,21 @@ class LRREncoder(nn.Module):
                 z = block(x, z, self.lamj, self.lamz)
         return z
 
+    def forward_code_plain(self, x: torch.Tensor) -> torch.Tensor:
+        """The code Z = [L, S] by the formulas, in standard operators only.
+
+        No compiled or custom kernels, autograd functions, in-place updates or
+        checks on the input: the form a tracer can record, for ONNX export
+        (:mod:`causalfuse.export`). Same result as :meth:`forward_code` to
+        float32 rounding.
+        """
+        lam = self.lamj.reshape(1, -1, 1, 1)
+        z = _eta(self.conv_W00(x), lam)
+        for block in self.lrr_blocks():
+            r = x - conv_to_one(z, block.conv_Wdz.conv2d.weight, block.conv_Wdz.conv2d.bias)
+            z = _eta(self.lamz.reshape(()) * z + block.conv_Wdtz(r), lam)
+        return z
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         z = self.forward_code(x)
         return z[:, : self.n], z[:, self.n :]
