@@ -13,7 +13,7 @@ from .._device import resolve_device
 from ..errors import CausalFuseError
 from .registry import register_method
 
-__all__ = ["bundled_weights", "weights_file", "NetworkMethod"]
+__all__ = ["bundled_weights", "weights_file", "TiledMethod", "NetworkMethod", "NETWORK_METHODS"]
 
 PAPER = "Causality-Driven Infrared and Visible Image Fusion (BAFFM over LRRNet features)"
 LRRNET = "Li et al., LRRNet, IEEE TPAMI 2023, doi:10.1109/TPAMI.2023.3268209"
@@ -38,8 +38,41 @@ def weights_file(method: str, weights: str | os.PathLike | None) -> Path | None:
     return bundled_weights(BUNDLED[method]) if method in BUNDLED else None
 
 
-class NetworkMethod:
-    """Runs a network on (H, W) luminance arrays, tiled so memory stays bounded.
+class TiledMethod:
+    """Runs a network's forward pass on (H, W) luminance arrays, tiled so memory stays bounded.
+
+    Subclasses give :meth:`forward`, from two (1, 1, H, W) float32 tensors to
+    the (1, 1, H, W) output; this class does the rest, the same for every
+    backend: the method's pre- and post-processing of whole images
+    (``prepare``, ``finish``), and :func:`causalfuse.fuse.run_tiled`'s tiles.
+    """
+
+    def __init__(self, device: torch.device, *, tile: int = 512, overlap: int | None = None, prepare=None, finish=None) -> None:
+        self.device = device
+        self.tile = tile
+        self.overlap = overlap if overlap is not None else 16
+        self.progress = False  # a progress bar over the tiles of large images
+        self._prepare = prepare
+        self._finish = finish
+
+    def forward(self, ir: torch.Tensor, vi: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __call__(self, ir: np.ndarray, vi: np.ndarray) -> np.ndarray:
+        from ..fuse import run_tiled
+
+        if self._prepare is not None:
+            ir, vi = self._prepare(ir), self._prepare(vi)
+        ir_t = torch.from_numpy(np.ascontiguousarray(ir, dtype=np.float32))[None, None].to(self.device)
+        vi_t = torch.from_numpy(np.ascontiguousarray(vi, dtype=np.float32))[None, None].to(self.device)
+        with torch.inference_mode():
+            out = run_tiled(self.forward, ir_t, vi_t, tile=self.tile, overlap=self.overlap, progress=self.progress)
+        out = out[0, 0].float().cpu().numpy()
+        return self._finish(out) if self._finish is not None else out
+
+
+class NetworkMethod(TiledMethod):
+    """A torch network run as a fusion method (see :class:`TiledMethod`).
 
     Attributes:
         net: the torch module (for parameter counts and inspection).
@@ -48,14 +81,9 @@ class NetworkMethod:
 
     def __init__(self, net: torch.nn.Module, device: torch.device, *, tile: int = 512, overlap: int | None = None,
                  prepare=None, finish=None) -> None:
+        super().__init__(device, tile=tile, overlap=overlap, prepare=prepare, finish=finish)
         self.net = net.to(device).eval()
-        self.device = device
-        self.tile = tile
-        self.overlap = overlap if overlap is not None else 16
         self.n_parameters = sum(p.numel() for p in net.parameters())
-        self.progress = False  # a progress bar over the tiles of large images
-        self._prepare = prepare
-        self._finish = finish
 
     #: Below this many pixels in one job, the eager LRR kernels finish before
     #: compiled ones would have paid for loading (measured on 2 cores with a
@@ -77,17 +105,32 @@ class NetworkMethod:
             if isinstance(module, LRREncoder):
                 module.compile = worth
 
-    def __call__(self, ir: np.ndarray, vi: np.ndarray) -> np.ndarray:
-        from ..fuse import run_tiled
+    def forward(self, ir: torch.Tensor, vi: torch.Tensor) -> torch.Tensor:
+        return self.net(ir, vi)
 
-        if self._prepare is not None:
-            ir, vi = self._prepare(ir), self._prepare(vi)
-        ir_t = torch.from_numpy(np.ascontiguousarray(ir, dtype=np.float32))[None, None].to(self.device)
-        vi_t = torch.from_numpy(np.ascontiguousarray(vi, dtype=np.float32))[None, None].to(self.device)
-        with torch.inference_mode():
-            out = run_tiled(self.net, ir_t, vi_t, tile=self.tile, overlap=self.overlap, progress=self.progress)
-        out = out[0, 0].float().cpu().numpy()
-        return self._finish(out) if self._finish is not None else out
+
+def lrrnet_prepare(x: np.ndarray) -> np.ndarray:
+    """LRRNet's input normalisation of a whole [0, 1] image (the official test reads 8-bit grey images as floats in [0, 255])."""
+    from .lrr import lrrnet_preprocess
+
+    return lrrnet_preprocess(x * 255.0)
+
+
+def lrrnet_finish(raw: np.ndarray) -> np.ndarray:
+    """LRRNet's output conversion of the whole raw output, as [0, 1] float32."""
+    from .lrr import lrrnet_postprocess
+
+    return lrrnet_postprocess(raw).astype(np.float32) / 255.0
+
+
+#: The methods that run a network, with the (prepare, finish) each applies to
+#: whole images around it (None: nothing). Only the network itself, which is
+#: local, runs in tiles; the min-max normalisations act on the whole image.
+NETWORK_METHODS = {
+    "causalfuse": (None, None),
+    "causalfuse-nobaffm": (None, None),
+    "lrrnet": (lrrnet_prepare, lrrnet_finish),
+}
 
 
 def _load_causal(weights: str | os.PathLike | None, default: str, device: str, use_baffm: bool | None) -> NetworkMethod:
@@ -116,7 +159,7 @@ def causalfuse_nobaffm_method(weights: str | os.PathLike | None = None, device: 
 
 @register_method("lrrnet", description="LRRNet with its official weights and pre/post-processing", needs_weights=True, reference=LRRNET)
 def lrrnet_method(weights: str | os.PathLike | None = None, device: str = "auto", **_: object) -> NetworkMethod:
-    from .lrr import LRRNet, lrrnet_postprocess, lrrnet_preprocess
+    from .lrr import LRRNet
 
     if weights is None:
         raise CausalFuseError(
@@ -124,14 +167,5 @@ def lrrnet_method(weights: str | os.PathLike | None = None, device: str = "auto"
         )
     dev = resolve_device(device)
     net = LRRNet.from_official(weights)
-
-    # The official test reads 8-bit grey images as floats in [0, 255].
-    def prepare(x: np.ndarray) -> np.ndarray:
-        return lrrnet_preprocess(x * 255.0)
-
-    def finish(raw: np.ndarray) -> np.ndarray:
-        return lrrnet_postprocess(raw).astype(np.float32) / 255.0
-
-    # The min-max normalisations act on the whole image (prepare/finish); only
-    # the network itself, which is local, runs in tiles.
+    prepare, finish = NETWORK_METHODS["lrrnet"]
     return NetworkMethod(net, dev, prepare=prepare, finish=finish)
