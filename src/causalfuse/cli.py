@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("causalfuse.demo", "fuse the built-in synthetic sample pair and write a side-by-side figure"),
     "fuse": ("causalfuse.fuse_cli", "fuse an infrared-visible pair, or two folders of pairs"),
     "register": ("causalfuse.register.cli", "register infrared images to visible ones from another camera (warp onto the visible grid)"),
+    "export": ("causalfuse.export_cli", "write a network with its weights as an ONNX file"),
     "eval": ("causalfuse.metrics.cli", "score fused images with the field's metrics"),
     "dictionary": ("causalfuse.dictionary.cli", "build or inspect confounder dictionaries"),
     "train": ("causalfuse.train.cli", "train CausalFusionNet"),

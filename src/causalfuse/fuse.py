@@ -38,7 +38,10 @@ from .models.registry import FusionMethod, create_method, get_method
 if TYPE_CHECKING:
     from .register import Registered, Transform
 
-__all__ = ["fuse", "fuse_registered", "fuse_folder", "FolderResult", "luminance_pair", "run_tiled", "refuse_inputs_as_outputs", "PRODUCER_FILE"]
+__all__ = [
+    "fuse", "fuse_registered", "fuse_folder", "create_backend_method", "FolderResult", "luminance_pair", "run_tiled",
+    "refuse_inputs_as_outputs", "PRODUCER_FILE",
+]
 
 #: The record, in an output folder, of what produced the images in it.
 PRODUCER_FILE = ".causalfuse-fuse.json"
@@ -87,6 +90,29 @@ def luminance_pair(ir: ImageLike, vi: ImageLike) -> tuple[np.ndarray, np.ndarray
     return np.ascontiguousarray(ir_y), vi_img, None
 
 
+Backend = Literal["pytorch", "onnxruntime"]
+BACKENDS = ("pytorch", "onnxruntime")
+
+
+def create_backend_method(
+    method: str, weights: str | os.PathLike | None, device: str, backend: Backend = "pytorch", onnx: str | os.PathLike | None = None
+) -> FusionMethod:
+    """Build ``method`` to run on ``backend``: PyTorch, or its ONNX export in ONNX Runtime (:mod:`causalfuse.export`).
+
+    ``onnx`` is the export to run (``backend="onnxruntime"`` only; None
+    exports the network once into a cache).
+    """
+    if backend == "pytorch":
+        if onnx is not None:
+            raise CausalFuseError(f"an ONNX file ({onnx}) runs with the onnxruntime backend; add --backend onnxruntime")
+        return create_method(method, weights=weights, device=device)
+    if backend == "onnxruntime":
+        from .export import onnxruntime_method
+
+        return onnxruntime_method(method, weights, device, onnx=onnx)
+    raise CausalFuseError(f"unknown backend {backend!r}: choose {' or '.join(BACKENDS)}")
+
+
 def fuse(
     ir: ImageLike,
     vi: ImageLike,
@@ -95,6 +121,8 @@ def fuse(
     device: str = "auto",
     *,
     progress: bool = False,
+    backend: Backend = "pytorch",
+    onnx: str | os.PathLike | None = None,
     register: bool | str = False,
     transform: "str | os.PathLike | Transform | None" = None,
     uncovered: Literal["visible", "crop"] = "visible",
@@ -109,6 +137,13 @@ def fuse(
         weights: checkpoint for learned methods (None: the bundled one).
         device: ``auto``, ``cpu`` or ``cuda``.
         progress: show a progress bar over the tiles of a large image.
+        backend: ``pytorch``, or ``onnxruntime`` for the networks'
+            ONNX export in ONNX Runtime (the extra ``causalfuse[onnx]``; the
+            same image within one grey level).
+        onnx: with ``backend="onnxruntime"``, the file of ``causalfuse
+            export``; it must have been exported from ``method`` and
+            ``weights``. None exports them once into a cache
+            (:func:`causalfuse.export.cache_dir`).
         register: register the infrared image to the visible one first
             (pairs from two cameras): True for an affine transform, or a model
             name (``translation``, ``similarity``, ``affine``, ``projective``).
@@ -132,17 +167,22 @@ def fuse(
         return fuse_registered(
             ir, vi, method, weights, device, progress=progress,
             model=register if isinstance(register, str) else None, transform=transform, uncovered=uncovered,
+            backend=backend, onnx=onnx,
         )[0]
     ir_y, vi_y, cbcr = luminance_pair(ir, vi)
-    fn = _method(method, weights, device, ir_y.size)
+    fn = _method(method, weights, device, ir_y.size, backend, onnx)
     return _recombine(_call(fn, ir_y, vi_y, progress=progress), cbcr)
 
 
-def _method(method: str | FusionMethod, weights, device: str, pixels: int) -> FusionMethod:
+def _method(
+    method: str | FusionMethod, weights, device: str, pixels: int, backend: "Backend" = "pytorch", onnx=None
+) -> FusionMethod:
     if isinstance(method, str):
-        fn = create_method(method, weights=weights, device=device)
+        fn = create_backend_method(method, weights, device, backend, onnx)
         _plan(fn, pixels)  # one pair: compile the kernels only if it is large
         return fn
+    if backend != "pytorch" or onnx is not None:
+        raise CausalFuseError("backend and onnx choose how a method is built: pass the method's name, not a created method")
     return method
 
 
@@ -158,6 +198,8 @@ def fuse_registered(
     transform: "str | os.PathLike | Transform | None" = None,
     uncovered: Literal["visible", "crop"] = "visible",
     registration: dict | None = None,
+    backend: Backend = "pytorch",
+    onnx: str | os.PathLike | None = None,
 ) -> "tuple[np.ndarray, Registered]":
     """Register the infrared image to the visible one, then fuse on the visible grid.
 
@@ -195,7 +237,7 @@ def fuse_registered(
     # Uncovered pixels: the network sees the visible image twice there, and
     # the result shows the visible image.
     ir_y = np.where(covered, ir_y, vi_y)
-    fn = _method(method, weights, device, ir_y.size)
+    fn = _method(method, weights, device, ir_y.size, backend, onnx)
     fused_y = np.where(covered, _call(fn, ir_y, vi_y, progress=progress), vi_y)
     return _recombine(fused_y, cbcr), reg
 
@@ -366,6 +408,8 @@ def fuse_folder(
     transform: "str | os.PathLike | Transform | None" = None,
     uncovered: Literal["visible", "crop"] = "visible",
     registration: dict | None = None,
+    backend: Backend = "pytorch",
+    onnx: str | os.PathLike | None = None,
 ) -> FolderResult:
     """Fuse every pair of two folders (matched by file stem) into ``out_dir``.
 
@@ -375,7 +419,9 @@ def fuse_folder(
     accept files of type ``ext`` at ``bits``, and images already there must
     have been made by the same method, weights (by content) and bit depth,
     as recorded in the folder's :data:`PRODUCER_FILE` (``overwrite`` replaces
-    them and the record).
+    them and the record). ``backend`` and ``onnx`` are those of :func:`fuse`;
+    the backend is not part of the record (both give the same images within
+    one grey level).
 
     With ``register`` (or a ``transform``) each pair is registered first,
     as :func:`fuse_registered` does, and its transform is written beside its
@@ -407,7 +453,13 @@ def fuse_folder(
 
         if not isinstance(transform, Transform):
             transform = Transform.load(transform, model=model)
-    producer = producer_record(method, weights, bits)
+    fn = None
+    if backend != "pytorch" or onnx is not None:
+        # Built first: the export checked against the method, and its weights are the ones to record.
+        fn = create_backend_method(method, weights, device, backend, onnx)
+        producer = {"method": method, "weights_sha256": fn.weights_sha256, "bits": int(bits)}
+    else:
+        producer = producer_record(method, weights, bits)
     if registering:
         producer["register"] = {
             "model": transform.model if transform is not None else (model or "affine"),
@@ -442,7 +494,8 @@ def fuse_folder(
             todo.append((pair, target))
     if not todo:
         return result
-    fn = create_method(method, weights=weights, device=device)
+    if fn is None:
+        fn = create_method(method, weights=weights, device=device)
     _plan(fn, _pixels(todo[0][0].ir) * len(todo))  # the first pair's size for all: compile only if the run is large
     # While an overwrite is under way the folder holds old and new images: the
     # record says so until every output has been replaced.

@@ -12,6 +12,7 @@ EPILOG = """examples:
   causalfuse fuse --ir ir.png --vi vi.jpg -o fused.png
   causalfuse fuse --ir data/ir --vi data/vi -o out/ --method causalfuse
   causalfuse fuse --ir a.png --vi b.png -o f.png --method lrrnet --weights lrrnet_official.model
+  causalfuse fuse --ir data/ir --vi data/vi -o out/ --backend onnxruntime --onnx causalfuse.onnx
 """
 
 
@@ -26,6 +27,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", default="causalfuse", help=f"fusion method: {', '.join(list_methods())} (default: causalfuse)")
     p.add_argument("--weights", type=Path, default=None, help="checkpoint of a learned method (default: the bundled one)")
     p.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu or cuda")
+    p.add_argument(
+        "--backend", choices=("pytorch", "onnxruntime"), default="pytorch",
+        help="run the network in PyTorch (default) or its ONNX export in ONNX Runtime (pip install \"causalfuse[onnx]\")",
+    )
+    p.add_argument(
+        "--onnx", type=Path, default=None, metavar="FILE",
+        help="with --backend onnxruntime: the export to run (causalfuse export), made from --method and --weights; "
+        "default: exported once into ~/.cache/causalfuse/onnx",
+    )
     p.add_argument(
         "--overwrite", action="store_true",
         help="for folders: replace existing outputs, also those of another method or weights (default: skip this run's own, so an interrupted run resumes)",
@@ -63,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         res = fuse_folder(
             ir, vi, out, args.method, args.weights, args.device,
             overwrite=args.overwrite, skip_unmatched=args.skip_unmatched, ext=ext, bits=args.bits,
-            progress=not args.quiet, keep_going=args.keep_going,
+            progress=not args.quiet, keep_going=args.keep_going, backend=args.backend, onnx=args.onnx,
             **({"register": args.model or True, "transform": transform, "uncovered": args.uncovered,
                 "registration": reg_options} if registering else {}),
         )
@@ -90,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
         fused, reg = fuse_registered(
             ir, vi, args.method, args.weights, args.device, progress=not args.quiet,
             model=args.model, transform=transform, uncovered=args.uncovered, registration=reg_options,
+            backend=args.backend, onnx=args.onnx,
         )
         write_image(out, fused, bits=args.bits)
         t = reg.transform
@@ -98,7 +109,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"registered ({t.model}, mutual information {t.mutual_information:.3f} bits; {where})")
         print(f"fused -> {out}")
         return 0
-    fused = fuse(ir, vi, method=args.method, weights=args.weights, device=args.device, progress=not args.quiet)
+    fused = fuse(
+        ir, vi, method=args.method, weights=args.weights, device=args.device, progress=not args.quiet,
+        backend=args.backend, onnx=args.onnx,
+    )
     write_image(out, fused, bits=args.bits)
     print(f"fused -> {out}")
     return 0
