@@ -12,6 +12,7 @@ Usage (from the repository root, the official weights beside it in ../shared)::
     python benchmarks/speed.py --only infer         # inference rows only
     python benchmarks/speed.py --plain-large        # also the plain encoders at 1280x1024 (~12 GB)
     python benchmarks/speed.py --one infer:fast:480x640   # one configuration, JSON out
+    python benchmarks/speed.py --backends           # PyTorch and ONNX Runtime side by side (480 x 640)
 
 Configurations: ``infer:<impl>:<H>x<W>`` runs the two encoders (infrared and
 visible) on one pair; ``lrrnet:<impl>:<H>x<W>`` the whole LRRNet (encoders and
@@ -19,7 +20,13 @@ decoder); ``train:<impl>:<B>x<S>`` one training step (forward, backward, Adam)
 of LRRNet (both encoders and the decoder, L1 loss to the pixel-wise maximum of
 the inputs) on a batch of B crops of S x S; ``causal:fast:...`` the same for
 :class:`causalfuse.models.net.CausalFusionNet` when it is installed.
-<impl> is ``plain`` (benchmarks/lrr_plain.py) or ``fast`` (causalfuse.models.lrr).
+<impl> is ``plain`` (benchmarks/lrr_plain.py), ``fast`` (causalfuse.models.lrr,
+kernels compiled), ``eager`` (the same kernels uncompiled, as ``causalfuse
+fuse`` runs one pair under 0.5 megapixels) or ``onnx`` (the network exported
+by :mod:`causalfuse.export` and run in ONNX Runtime with the onnxruntime
+backend's session options, as many threads as PyTorch; the export is not
+timed). ``--backends`` runs the inference rows of ``fast``, ``eager`` and
+``onnx`` at 480 x 640 and prints ONNX Runtime's time against PyTorch's.
 """
 
 from __future__ import annotations
@@ -43,12 +50,19 @@ CONFIGS = [
     "infer:fast:1280x1024",
     "lrrnet:plain:480x640",
     "lrrnet:fast:480x640",
+    "lrrnet:eager:480x640",
+    "lrrnet:onnx:480x640",
     "causal:fast:480x640",
+    "causal:eager:480x640",
+    "causal:onnx:480x640",
     "train:plain:6x128",
     "train:fast:6x128",
     "train:fast:6x256",
     "traincausal:fast:6x256",
 ]
+
+#: PyTorch (compiled, eager) and ONNX Runtime side by side.
+BACKEND_CONFIGS = [c for c in CONFIGS if c.startswith(("lrrnet:", "causal:")) and c.split(":")[1] != "plain"]
 
 
 def _peak_rss_mb() -> float:
@@ -70,10 +84,12 @@ def _build(kind: str, impl: str, weights: Path):
 
         net = CausalFusionNet()
         net.load_lrrnet(str(weights))
+        for encoder in (net.encoder_ir, net.encoder_vi):
+            encoder.compile = impl != "eager"
         return net, (net.encoder_ir, net.encoder_vi)
     from causalfuse.models.lrr import LRRNet
 
-    net = LRRNet.from_official(weights)
+    net = LRRNet.from_official(weights, compile=impl != "eager")
     return net, (net.encoder_ir, net.encoder_vi)
 
 
@@ -87,7 +103,26 @@ def run_one(config: str, weights: Path, repeats: int) -> dict:
     gen = torch.Generator().manual_seed(0)
     times = []
 
-    if kind in ("infer", "lrrnet", "causal"):
+    extra = {}
+    if impl == "onnx":
+        import tempfile
+
+        import onnxruntime
+
+        from causalfuse.export import export_network, onnxruntime_session
+
+        ir = torch.rand(1, 1, a, b, generator=gen).numpy()
+        vi = torch.rand(1, 1, a, b, generator=gen).numpy()
+        with tempfile.TemporaryDirectory() as tmp:
+            t0 = time.perf_counter()
+            export_network(net, Path(tmp) / "net.onnx")
+            extra["export_s"] = time.perf_counter() - t0
+            session = onnxruntime_session(onnxruntime, str(Path(tmp) / "net.onnx"), "cpu")
+
+        def step() -> None:
+            session.run(["fused"], {"infrared": ir, "visible": vi})
+
+    elif kind in ("infer", "lrrnet", "causal"):
         net.eval()
         ir = torch.rand(1, 1, a, b, generator=gen)
         vi = torch.rand(1, 1, a, b, generator=gen)
@@ -129,6 +164,7 @@ def run_one(config: str, weights: Path, repeats: int) -> dict:
         "ms": 1000.0 * statistics.median(times) if times else 1000.0 * first,
         "runs": len(times),
         "peak_rss_mb": _peak_rss_mb(),
+        **extra,
     }
 
 
@@ -139,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", help="run the configurations whose name contains this text")
     parser.add_argument("--plain-large", action="store_true", help="also the plain encoders at 1280x1024 (slow, ~12 GB)")
     parser.add_argument("--repeats", type=int, default=None, help="timed repetitions (default: 3 fast, 1 plain)")
+    parser.add_argument("--backends", action="store_true", help="only PyTorch (compiled, eager) and ONNX Runtime at 480 x 640, side by side")
     args = parser.parse_args(argv)
 
     if args.one:
@@ -147,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(run_one(args.one, args.weights, repeats)))
         return 0
 
-    configs = list(CONFIGS)
+    configs = list(BACKEND_CONFIGS if args.backends else CONFIGS)
     if args.plain_large:
         configs.insert(1, "infer:plain:1280x1024")
     if args.only:
@@ -173,7 +210,22 @@ def main(argv: list[str] | None = None) -> int:
             f"peak RSS {res['peak_rss_mb']:7.0f} MB   speed-up {ratio}  RSS ratio {rss_ratio}",
             flush=True,
         )
+    _print_backends(results)
     return 0
+
+
+def _print_backends(results: dict[str, dict]) -> None:
+    """ONNX Runtime's time per pair against PyTorch's, for each network measured with both."""
+    for config, res in results.items():
+        kind, impl, size = config.split(":")
+        if impl != "onnx":
+            continue
+        parts = [f"onnxruntime {res['ms']:.0f} ms"]
+        for other, label in (("eager", "PyTorch eager"), ("fast", "PyTorch compiled")):
+            base = results.get(f"{kind}:{other}:{size}")
+            if base:
+                parts.append(f"{label} {base['ms']:.0f} ms (onnxruntime takes {res['ms'] / base['ms']:.2f}x)")
+        print(f"{kind} {size}: " + ", ".join(parts) + f"; export {res['export_s']:.1f} s", flush=True)
 
 
 if __name__ == "__main__":
