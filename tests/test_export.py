@@ -274,19 +274,19 @@ def test_flags_that_do_not_go_together(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("backend", ["pytorch", "onnxruntime"])
-def test_cuda_without_a_gpu_is_one_line(tmp_path, capsys, exported, backend):
+def test_cuda_without_a_gpu_is_one_line(tmp_path, capsys, request, backend):
     from PIL import Image
 
     if backend == "pytorch" and torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
+    extra = []
     if backend == "onnxruntime":
-        import onnxruntime
-
+        onnxruntime = pytest.importorskip("onnxruntime")
         if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
             pytest.skip("this ONNX Runtime has CUDA")
+        extra = ["--backend", "onnxruntime", "--onnx", str(request.getfixturevalue("exported")("causalfuse"))]
     a = tmp_path / "a.png"
     Image.fromarray(grey(8, 8, 1)).save(a)
-    extra = ["--backend", "onnxruntime", "--onnx", str(exported("causalfuse"))] if backend == "onnxruntime" else []
     assert main(["fuse", "--ir", str(a), "--vi", str(a), "-o", str(tmp_path / "f.png"), "--device", "cuda", *extra]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "'cuda' was asked for" in err and "--device cpu" in err

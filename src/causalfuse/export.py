@@ -358,8 +358,8 @@ def onnxruntime_method(
             not ONNX, not a causalfuse export, or exported from another method
             or other weights; the device is not available.
     """
-    ort = _require("onnxruntime", "--backend onnxruntime")
     _check_network_method(method, "--backend onnxruntime")
+    ort = _require("onnxruntime", "--backend onnxruntime")
     path = cached_export(method, weights) if onnx is None else Path(onnx)
     expected = _weights_sha256(method, weights)[1]  # None: no weights asked for (lrrnet without --weights)
     session, meta = _open_export(ort, path, device)
