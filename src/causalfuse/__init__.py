@@ -16,7 +16,7 @@ __version__ = "0.1.0"
 
 from .checkpoint import load_model, save_model
 from .errors import CausalFuseError
-from .fuse import fuse, fuse_folder
+from .fuse import fuse, fuse_folder, fuse_registered
 from .models.net import CausalFusionNet, NetConfig
 from .models.registry import create_method, get_method, list_methods, register_method
 
@@ -28,6 +28,7 @@ __all__ = [
     "create_method",
     "fuse",
     "fuse_folder",
+    "fuse_registered",
     "get_method",
     "list_methods",
     "load_model",
