@@ -78,7 +78,7 @@ def main(argv=None) -> int:
     rows = []
     done = {(r["set"], r["pair"], r["case"], r["model"]) for r in _read(args.output / "cases.csv")}
     rows = _read(args.output / "cases.csv")
-    items = list(_pairs(args.shared, args.sets.split(","), args.limit))
+    items = list(_pairs(args.shared, [s for s in args.sets.split(",") if s], args.limit))
     items += [("synthetic", f"street{seed}", *_synthetic(seed)) for seed in range(args.synthetic)]
     for set_name, name, ir, vi in tqdm(items, desc="pairs", unit="pair"):
         still_cam, still_vi, still_truth = misalign(ir, vi, rng, crop=args.crop, still=True)

@@ -174,6 +174,7 @@ class _Frames:
         self.nominal = nominal_matrix(self.ir_size, self.vi_size)  # visible px -> infrared px
         self.spacing = 1.0 / self.nominal[0, 0]  # visible pixels per infrared pixel
         self.levels = max(1, int(round(self.spacing)))  # the finest useful shrink of the visible image
+        self.vi_img, self.ir_img = vi, ir
         self.vi_grad = _ranks(_gradient(vi, self.spacing))
         self.ir_grad = _ranks(_gradient(ir, 1.0))
         S = np.linalg.inv(self.nominal)  # infrared pixel p sits at physical position S @ p
@@ -255,11 +256,18 @@ def _search(frames: _Frames, search: SearchRange, *, keep: int, rotate: bool, mi
     W, H = frames.vi_size
     q = min(1.0, _COARSE / max(W, H))
     wc, hc = max(8, int(round(W * q))), max(8, int(round(H * q)))
-    fixed = cv2.resize(frames.vi_grad, (wc, hc), interpolation=cv2.INTER_AREA).astype(np.float64)
+    # Gradients of the images shrunk to the coarse grid: the structure at
+    # that scale (shrinking fine gradients would keep only texture).
+    fixed = _ranks(_gradient(cv2.resize(frames.vi_img, (wc, hc), interpolation=cv2.INTER_AREA), 1.0)).astype(np.float64)
     window = cv2.createHanningWindow((wc, hc), cv2.CV_64F)
     spectrum = np.conj(np.fft.fft2(fixed * window))
     to_coarse = np.array([[wc / W, 0, 0.5 * wc / W - 0.5], [0, hc / H, 0.5 * hc / H - 0.5], [0, 0, 1.0]])
     from_coarse = np.linalg.inv(to_coarse)
+    h, w = frames.ir_img.shape
+    r = min(1.0, wc / W * frames.spacing)  # about the coarse grid's resolution
+    ws, hs = max(8, round(w * r)), max(8, round(h * r))
+    ir_small = _ranks(_gradient(cv2.resize(frames.ir_img, (ws, hs), interpolation=cv2.INTER_AREA), 1.0))
+    shrink_ir = np.array([[ws / w, 0, 0.5 * ws / w - 0.5], [0, hs / h, 0.5 * hs / h - 0.5], [0, 0, 1.0]])
     c = np.array(frames.centre)
     grid = search.grid() if rotate else [(1.0, 0.0)]
     found = []
@@ -270,7 +278,7 @@ def _search(frames: _Frames, search: SearchRange, *, keep: int, rotate: bool, mi
         phys[:2, :2], phys[:2, 2] = a, c - a @ c  # about the visible centre
         base = np.linalg.inv(frames.S) @ phys
         moved = cv2.warpPerspective(
-            frames.ir_grad, base @ from_coarse, (wc, hc), flags=cv2.INTER_AREA | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE,
+            ir_small, shrink_ir @ base @ from_coarse, (wc, hc), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE,
         ).astype(np.float64)
         limit = (search.max_shift * wc + 1, search.max_shift * hc + 1)
         for dx, dy in _correlation_peaks(np.fft.fft2(moved * window) * spectrum, _PEAKS, limit):
@@ -278,8 +286,8 @@ def _search(frames: _Frames, search: SearchRange, *, keep: int, rotate: bool, mi
             shifted[:2, 2] += a @ np.array([dx * W / wc, dy * H / hc])
             m = np.linalg.inv(frames.S) @ shifted
             score = cv2.warpPerspective(
-                frames.ir_grad, m @ from_coarse, (wc, hc),
-                flags=cv2.INTER_AREA | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT, borderValue=-1.0,
+                ir_small, shrink_ir @ m @ from_coarse, (wc, hc),
+                flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT, borderValue=-1.0,
             )
             if float(np.mean(score >= 0)) >= min_overlap:
                 found.append((_histogram_mi(score, fixed), m))
