@@ -21,6 +21,8 @@ all of them (DESIGN.md, "Colour, sizes, value ranges"):
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import os
 from dataclasses import dataclass, field
@@ -30,7 +32,8 @@ from typing import TYPE_CHECKING, Callable, Literal, Union
 import numpy as np
 import torch
 
-from .data.paired import find_pairs
+from ._pipeline import InOrderWriter, prefetch
+from .data.paired import Pair, find_pairs
 from .errors import CausalFuseError
 from .io import atomic_path, check_writable, load_image, rgb_to_ycbcr, to_float01, write_image, ycbcr_to_rgb
 from .models.registry import FusionMethod, create_method, get_method
@@ -313,6 +316,7 @@ class FolderResult:
     written: list[Path] = field(default_factory=list)
     skipped: list[Path] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
+    #: From the first read to the last write (the method's creation not included).
     seconds: float = 0.0
     uncovered: list[tuple[str, float]] = field(default_factory=list)
 
@@ -390,6 +394,18 @@ def _write_producer(out_dir: Path, record: dict) -> None:
         tmp.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
 
 
+def _write_fused(target: Path, y: np.ndarray, cbcr: np.ndarray | None, bits: int) -> None:
+    write_image(target, _recombine(y, cbcr), bits=bits)
+
+
+def _write_registered(target: Path, fused: np.ndarray, reg: "Registered", name: str, bits: int) -> tuple[str, float]:
+    """Write a registered pair's image and its transform (``name.json``); return (name, uncovered fraction)."""
+    write_image(target, fused, bits=bits)
+    reg.transform.info["pair"] = name
+    reg.transform.save(target.with_suffix(".json"))
+    return name, reg.uncovered_fraction
+
+
 def fuse_folder(
     ir_dir: str | os.PathLike,
     vi_dir: str | os.PathLike,
@@ -414,7 +430,10 @@ def fuse_folder(
     """Fuse every pair of two folders (matched by file stem) into ``out_dir``.
 
     Existing outputs are skipped unless ``overwrite``, so an interrupted run
-    resumes where it stopped; every output is written atomically. Before any
+    resumes where it stopped; every output is written atomically. The main
+    thread only fuses: a background thread reads and decodes the next pairs
+    and another encodes and writes the finished ones, in order (an error or
+    Ctrl-C stops the run once the pairs already fused are written). Before any
     fusion the outputs are checked: none may be an input, the folder must
     accept files of type ``ext`` at ``bits``, and images already there must
     have been made by the same method, weights (by content) and bit depth,
@@ -501,30 +520,60 @@ def fuse_folder(
     # record says so until every output has been replaced.
     replacing = overwrite and any(t.exists() for _, t in todo)
     _write_producer(out_dir, {**producer, "overwriting": replacing})
+
+    def read(item: tuple[Pair, Path]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None] | None:
+        # On the read-ahead thread, while the pair before is fused; fuse_registered reads its own files.
+        pair = item[0]
+        return None if registering else luminance_pair(pair.ir, pair.vi)
+
     start = time.perf_counter()
-    bar = tqdm(todo, desc=f"fusing ({method})", unit="pair", disable=not progress)
-    for pair, target in bar:
-        bar.set_postfix_str(pair.name)
+    failures: dict[int, CausalFuseError] = {}  # pairs that could not be read or fused, by index in todo
+    error: BaseException | None = None
+    bar = tqdm(total=len(todo), desc=f"fusing ({method})", unit="pair", disable=not progress)
+    writer = InOrderWriter(depth=2, stop_on_error=not keep_going)
+    with contextlib.closing(prefetch(todo, read, depth=2)) as loaded:
         try:
-            if registering:
-                fused, reg = fuse_registered(
-                    pair.ir, pair.vi, fn, progress=progress, model=model, transform=transform, uncovered=uncovered,
-                    registration=registration,
-                )
-                write_image(target, fused, bits=bits)
-                reg.transform.info["pair"] = pair.name
-                reg.transform.save(target.with_suffix(".json"))
-                result.uncovered.append((pair.name, reg.uncovered_fraction))
-            else:
-                ir_y, vi_y, cbcr = luminance_pair(pair.ir, pair.vi)
-                write_image(target, _recombine(_call(fn, ir_y, vi_y, progress=progress), cbcr), bits=bits)
-        except CausalFuseError as exc:
-            if not keep_going:
-                raise
-            result.failed.append((pair.name, str(exc)))
+            for index, ((pair, target), luminance, read_error) in enumerate(loaded):
+                if writer.error is not None:
+                    break  # a write failed: stop as a serial run would have
+                bar.set_postfix_str(pair.name)
+                try:
+                    if read_error is not None:
+                        raise read_error
+                    if registering:
+                        fused, reg = fuse_registered(
+                            pair.ir, pair.vi, fn, progress=progress, model=model, transform=transform, uncovered=uncovered,
+                            registration=registration,
+                        )
+                        job = functools.partial(_write_registered, target, fused, reg, pair.name, bits)
+                    else:
+                        ir_y, vi_y, cbcr = luminance
+                        job = functools.partial(_write_fused, target, _call(fn, ir_y, vi_y, progress=progress), cbcr, bits)
+                except CausalFuseError as exc:
+                    if not keep_going:
+                        error = exc
+                        break
+                    failures[index] = exc
+                    continue
+                finally:
+                    bar.update()
+                writer.submit(index, job)
+        finally:
+            bar.close()
+            writer.close()  # what was fused before a stop (an error, Ctrl-C) is written, each file atomically
+    error = writer.error or error  # the writer's failure came from an earlier pair
+    if error is not None:
+        raise error
+    result.seconds = time.perf_counter() - start
+    outcomes = {**writer.outcomes, **failures}
+    for index, (pair, target) in enumerate(todo):
+        outcome = outcomes[index]
+        if isinstance(outcome, CausalFuseError):
+            result.failed.append((pair.name, str(outcome)))
             continue
         result.written.append(target)
-    result.seconds = time.perf_counter() - start
+        if outcome is not None:
+            result.uncovered.append(outcome)
     if replacing and not result.failed:
         _write_producer(out_dir, {**producer, "overwriting": False})
     return result
