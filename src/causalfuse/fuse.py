@@ -320,6 +320,11 @@ class FolderResult:
     seconds: float = 0.0
     uncovered: list[tuple[str, float]] = field(default_factory=list)
 
+    @property
+    def images_per_second(self) -> float:
+        """Pairs written per second of :attr:`seconds` (0.0 when none was written)."""
+        return len(self.written) / self.seconds if self.written and self.seconds > 0 else 0.0
+
 
 def output_path_for(out_dir: Path, name: str, ext: str) -> Path:
     return out_dir / f"{name}{ext}"

@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         )
         msg = f"{len(res.written)} fused, {len(res.skipped)} already there (skipped; --overwrite replaces them)"
         if res.written:
-            msg += f", {res.seconds / len(res.written):.2f} s per pair"
+            msg += f", {res.seconds / len(res.written):.2f} s per pair ({res.images_per_second:.1f} images/s)"
         print(f"{msg} -> {out}")
         if res.uncovered:
             worst = max(res.uncovered, key=lambda u: u[1])
