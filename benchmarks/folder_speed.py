@@ -8,7 +8,9 @@ Both versions fuse the same folders (default ``../shared/data/val/RoadScene50``,
 one untimed warm-up run of each version first (so both meet a warm
 ``torch.compile`` cache), then old, new, old, new, ... Interleaving is what
 makes the ratio fair on a machine that other processes share: a change of load
-hits both versions alike. The load average is printed beside every run.
+hits both versions alike. The load average is printed beside every run, and
+the CPU time of the process during ``fuse_folder`` (model creation included):
+CPU time above the run's seconds means its threads did run side by side.
 
 The rate is the one ``fuse_folder`` reports: pairs written per second from the
 first read to the last write (the first pair includes loading the compiled
@@ -36,10 +38,12 @@ DATA = SHARED / "data" / "val" / "RoadScene50"
 
 # Run in the child with PYTHONPATH set to one version's src folder.
 CHILD = """
-import json, sys
+import json, sys, time
 import causalfuse
+cpu = time.process_time()
 result = sys.modules["causalfuse.fuse"].fuse_folder(*sys.argv[1:4], method=sys.argv[4], overwrite=True, progress=False)
-print(json.dumps({"written": len(result.written), "seconds": result.seconds, "module": causalfuse.__file__}))
+print(json.dumps({"written": len(result.written), "seconds": result.seconds, "cpu": time.process_time() - cpu,
+                  "module": causalfuse.__file__}))
 """
 
 
@@ -57,6 +61,7 @@ def default_baseline() -> str:
 def extract(rev: str, dest: Path) -> Path:
     """The ``src`` folder of ``rev``, written below ``dest``."""
     archive = subprocess.run(["git", "archive", rev, "src"], cwd=REPO, capture_output=True, check=True).stdout
+    dest.mkdir(parents=True)
     subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
     return dest / "src"
 
@@ -95,7 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline", help="the commit to compare against (default: the one before the folder pipeline)")
     args = parser.parse_args(argv)
 
-    baseline = args.baseline or default_baseline()
+    baseline = subprocess.run(
+        ["git", "rev-parse", "--short", args.baseline or default_baseline()], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.strip()
     print(f"{os.cpu_count()} cores; load average at start {load()}; baseline {baseline}", flush=True)
     with tempfile.TemporaryDirectory(prefix="folder_speed.") as tmp:
         tmp = Path(tmp)
@@ -113,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
                     rates[name].append(rate)
                     print(
                         f"{method:18s} {name} run {i + 1}: {res['written']} pairs in {res['seconds']:6.1f} s, "
-                        f"{rate:5.2f} images/s  (load {before} -> {load()})",
+                        f"{rate:5.2f} images/s, CPU {res['cpu']:6.1f} s  (load {before} -> {load()})",
                         flush=True,
                     )
             old, new = (statistics.median(rates[name]) for name in ("old", "new"))
