@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -65,3 +66,15 @@ def more_metrics_reference(columns) -> dict[str, dict[tuple[str, str], float]]:
             if row["metric"] in columns:
                 table[row["metric"]][(row["image"], row["method"])] = float(row["value"])
     return table
+
+
+def textured_triplet(shape=(41, 37), seed=0):
+    """Textured 8-bit sources and a fused mix, as float arrays of integer values (decoded images)."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    base = ndimage.gaussian_filter(rng.random(shape) * 255, 2) * 3 - 200
+    ir = np.clip(np.round(base + rng.normal(0, 10, shape)), 0, 255)
+    vi = np.clip(np.round(255 - base + rng.normal(0, 20, shape)), 0, 255)
+    fused = np.clip(np.round(0.5 * ir + 0.5 * vi + rng.normal(0, 5, shape)), 0, 255)
+    return fused, ir, vi

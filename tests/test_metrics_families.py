@@ -16,17 +16,13 @@ from causalfuse.metrics.information import cross_entropy, entropy, mutual_inform
 from causalfuse.metrics.statistics import correlation_coefficient, psnr, rmse, scd, standard_deviation
 from causalfuse.metrics.structural import ssim
 from causalfuse.metrics.visual import viff
+from .conftest import textured_triplet
 
 MY_METRICS = ["AG", "CC", "CE", "EI", "EN", "MI", "PSNR", "Qabf", "RMSE", "SCD", "SD", "SF", "SSIM", "VIF"]
 
 
 def _triplet(shape=(41, 37), seed=0):
-    rng = np.random.default_rng(seed)
-    base = ndimage.gaussian_filter(rng.random(shape) * 255, 2) * 3 - 200
-    ir = np.clip(np.round(base + rng.normal(0, 10, shape)), 0, 255)
-    vi = np.clip(np.round(255 - base + rng.normal(0, 20, shape)), 0, 255)
-    fused = np.clip(np.round(0.5 * ir + 0.5 * vi + rng.normal(0, 5, shape)), 0, 255)
-    return fused, ir, vi
+    return textured_triplet(shape, seed)
 
 
 # ---------------------------------------------------------------- transcriptions

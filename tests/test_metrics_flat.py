@@ -35,19 +35,14 @@ from causalfuse.metrics.structural import ssim
 
 from .test_metrics_families import _qabf_loops
 from .test_metrics_perceptual import _ms_ssim_plain
+from .conftest import textured_triplet
 
 LEVELS = [0.0, 37.0, 128.0, 229.0, 255.0]
 C1, C2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
 
 
 def _triplet(shape=(64, 72), seed=0):
-    """Textured 8-bit sources and a fused mix (integer values, as decoded images)."""
-    rng = np.random.default_rng(seed)
-    base = ndimage.gaussian_filter(rng.random(shape) * 255, 2) * 3 - 200
-    ir = np.clip(np.round(base + rng.normal(0, 10, shape)), 0, 255)
-    vi = np.clip(np.round(255 - base + rng.normal(0, 20, shape)), 0, 255)
-    fused = np.clip(np.round(0.5 * ir + 0.5 * vi + rng.normal(0, 5, shape)), 0, 255)
-    return fused, ir, vi
+    return textured_triplet(shape, seed)
 
 
 def _patched(level, where):
