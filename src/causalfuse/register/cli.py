@@ -120,9 +120,6 @@ def run(args: argparse.Namespace) -> int:
     if args.check is not None:
         check_writable_folder(args.check)
 
-    def load(path: Path) -> np.ndarray:
-        return load_image(path)
-
     if args.fit_once:
         if pairs is None:
             raise CausalFuseError("--fit-once fits one transform to the pairs of two folders; give folders")
@@ -132,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
         estimated = []
         for pair in picks:
             try:
-                reg = register_arrays(load(pair.ir), load(pair.vi), model=model, search=search, min_mi=min_mi, name=pair.name)
+                reg = register_arrays(load_image(pair.ir), load_image(pair.vi), model=model, search=search, min_mi=min_mi, name=pair.name)
             except CausalFuseError as exc:
                 print(f"fit-once: {exc}", file=sys.stderr)
                 continue
@@ -152,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
         ir_path, vi_path = (pair.ir, pair.vi) if pair is not None else (ir, vi)
         name = pair.name if pair is not None else f"{ir_path.name} + {vi_path.name}"
         try:
-            ir_img, vi_img = load(ir_path), load(vi_path)
+            ir_img, vi_img = load_image(ir_path), load_image(vi_path)
             reg = register_arrays(ir_img, vi_img, model=model, transform=given, transform_source=str(args.transform or "the fitted transform"),
                                   search=search, min_mi=min_mi, name=name)
             bits = 16 if ir_img.dtype == np.uint16 else 8

@@ -42,9 +42,10 @@ from .transform import MODELS, Transform, coverage_mask, nominal_matrix
 __all__ = ["RegistrationError", "SearchRange", "estimate_transform", "mutual_information_bits", "prepare"]
 
 #: Mutual information (bits, 32 x 32 bins of rank-equalised intensities) below
-#: which a registration is refused. On the val sets, correctly registered
-#: pairs reach 0.2 to 1.5 bits and unrelated pairs 0.02 to 0.1
-#: (benchmarks/registration.py).
+#: which a registration is refused. It refuses noise and near-blank pairs;
+#: it does not separate unrelated scenes: in benchmarks/registration.py,
+#: registered val pairs reach about 0.3 to 1.3 bits and unrelated ones 0.19
+#: to 0.98.
 MIN_MI = 0.12
 #: Fraction of the visible image the infrared image must cover.
 MIN_OVERLAP = 0.25
@@ -149,13 +150,18 @@ def mutual_information_bits(ir: np.ndarray, vi: np.ndarray, transform: Transform
     Both images are rank-equalised and binned into 32 x 32 levels; the
     infrared image is sampled on the visible grid through ``transform``.
     """
+    return _ranked_mi(_ranks(ir), _ranks(vi), transform)
+
+
+def _ranked_mi(ir_ranks: np.ndarray, vi_ranks: np.ndarray, transform: Transform) -> tuple[float, float]:
+    """:func:`mutual_information_bits` of images already rank-equalised."""
     from .transform import warp_to_visible
 
-    warped, covered = warp_to_visible(_ranks(ir), transform)
+    warped, covered = warp_to_visible(ir_ranks, transform)
     overlap = float(covered.mean())
     if covered.sum() < 64:
         return 0.0, overlap
-    return _histogram_mi(np.where(covered, warped, -1.0), _ranks(vi)), overlap
+    return _histogram_mi(np.where(covered, warped, -1.0), vi_ranks), overlap
 
 
 class _Frames:
@@ -175,6 +181,7 @@ class _Frames:
         self.spacing = 1.0 / self.nominal[0, 0]  # visible pixels per infrared pixel
         self.levels = max(1, int(round(self.spacing)))  # the finest useful shrink of the visible image
         self.vi_img, self.ir_img = vi, ir
+        self.vi_ranks, self.ir_ranks = _ranks(vi), _ranks(ir)  # for the mutual information of the intensities
         self.vi_grad = _ranks(_gradient(vi, self.spacing))
         self.ir_grad = _ranks(_gradient(ir, 1.0))
         S = np.linalg.inv(self.nominal)  # infrared pixel p sits at physical position S @ p
@@ -334,11 +341,11 @@ def _histogram_mi(a: np.ndarray, b: np.ndarray) -> float:
 _CANDIDATES = 4  # search candidates refined and compared
 
 
-def _intensity_mi(frames: _Frames, ir: np.ndarray, vi: np.ndarray, tx, min_overlap: float) -> float:
+def _intensity_mi(frames: _Frames, tx, min_overlap: float) -> float:
     """Mutual information (bits) of the intensities at a SimpleITK transform; -1 below ``min_overlap``."""
     try:
         t = Transform("affine", frames.to_matrix(tx), frames.ir_size, frames.vi_size)
-        mi, overlap = mutual_information_bits(ir, vi, t)
+        mi, overlap = _ranked_mi(frames.ir_ranks, frames.vi_ranks, t)
     except CausalFuseError:  # degenerate
         return -1.0
     return mi if overlap >= min_overlap else -1.0
@@ -415,7 +422,7 @@ def estimate_transform(
         for start in starts + [frames.nominal]:  # the nominal rig always competes
             tx = _similarity_from(frames, start)
             _refine(frames, tx, [8, 4], learning_rate=2.0)
-            value = _intensity_mi(frames, ir_g, vi_g, tx, min_overlap)
+            value = _intensity_mi(frames, tx, min_overlap)
             if best is None or value > best[0]:
                 best = (value, tx)
         tx = best[1]
@@ -429,13 +436,13 @@ def estimate_transform(
             _refine(frames, af, [2, 1], learning_rate=0.25)
             matrix = frames.to_matrix(af)
     result = Transform(model="affine" if model == "projective" else model, matrix=matrix, ir_size=frames.ir_size, vi_size=frames.vi_size)
-    mi, overlap = mutual_information_bits(ir_g, vi_g, result)
+    mi, overlap = _ranked_mi(frames.ir_ranks, frames.vi_ranks, result)
     if model == "projective":
         chosen = result.matrix
         proj = _ecc_projective(frames, result.matrix)
         if proj is not None:
             try:
-                mi_p, overlap_p = mutual_information_bits(ir_g, vi_g, Transform("projective", proj, frames.ir_size, frames.vi_size))
+                mi_p, overlap_p = _ranked_mi(frames.ir_ranks, frames.vi_ranks, Transform("projective", proj, frames.ir_size, frames.vi_size))
             except CausalFuseError:  # a degenerate homography
                 mi_p = -1.0
             if mi_p > mi:
