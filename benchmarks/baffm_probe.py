@@ -319,8 +319,8 @@ def read_pair(pair) -> Pair:
     from causalfuse.io import load_image
 
     ir_y, vi_y, cbcr = luminance_pair(pair.ir, pair.vi)
-    as_t = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))[None, None]  # noqa: E731
-    return Pair(as_t(ir_y), as_t(vi_y), cbcr, load_image(pair.ir), load_image(pair.vi))
+    ir_t, vi_t = (torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32))[None, None] for y in (ir_y, vi_y))
+    return Pair(ir_t, vi_t, cbcr, load_image(pair.ir), load_image(pair.vi))
 
 
 def score(fused: torch.Tensor, pair: Pair) -> tuple[np.ndarray, dict[str, float]]:
