@@ -43,10 +43,11 @@ memory traffic on the 256-channel full-resolution code Z, not arithmetic. Here
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Callable
 
@@ -308,13 +309,60 @@ def _first_into_eager(out: torch.Tensor, xt: torch.Tensor, w: torch.Tensor, b: t
     torch.baddbmm(
         b.view(1, c, 1).expand(bsz, c, h * wd), w.expand(bsz, c, TAPS), xt.reshape(bsz, TAPS, h * wd), out=out.view(bsz, c, h * wd)
     )
-    _eta_(out, lam.view(1, -1, 1, 1))
+    _eta_eager_(out, lam)
 
 
 def _update_eager_(z: torch.Tensor, rt: torch.Tensor, w: torch.Tensor, b: torch.Tensor, lamz: torch.Tensor, lam: torch.Tensor) -> None:
     bsz, c, h, wd = z.shape
     z.view(bsz, c, h * wd).baddbmm_(w.expand(bsz, c, TAPS), rt.reshape(bsz, TAPS, h * wd), beta=float(lamz))
-    _eta_(z.add_(b.view(1, c, 1, 1)), lam.view(1, -1, 1, 1))
+    _eta_eager_(z, lam, bias=b)
+
+
+def _eta_eager_(acc: torch.Tensor, lam: torch.Tensor, *, bias: torch.Tensor | None = None) -> None:
+    """acc <- eta(acc + bias, lam) in place, for the eager kernels; lam and bias (C,).
+
+    On the CPU this goes one channel at a time, as a soft shrink where the
+    threshold is not negative: one pass over data the cache holds and no
+    temporary, where the whole-code form (:func:`_eta_`) reads and writes the
+    code five times and allocates a code-sized sign, whose page faults alone
+    cost more than the arithmetic. The values are the formula's (only the sign
+    of a zero may differ). Channels with a negative threshold, where soft
+    shrink is not eta, use the formula. The per-channel operations run on the
+    calling thread: each is too small to share (a fork and join per channel,
+    and on a busy machine a wait for a descheduled thread each time). On a
+    GPU the whole-code form is used.
+    """
+    c = acc.shape[1]
+    if acc.device.type != "cpu":
+        if bias is not None:
+            acc.add_(bias.view(1, c, 1, 1))
+        _eta_(acc, lam.view(1, c, 1, 1))
+        return
+    thresholds = lam.reshape(c).tolist()
+    biases = bias.reshape(c).tolist() if bias is not None else None
+    with _single_threaded():
+        for k, threshold in enumerate(thresholds):
+            channel = acc[:, k]
+            if biases is not None:
+                channel.add_(biases[k])
+            if threshold >= 0:
+                torch.ops.aten.softshrink.out(channel, threshold, out=channel)
+            else:
+                _eta_(channel, lam.reshape(c)[k])
+
+
+@contextlib.contextmanager
+def _single_threaded() -> Iterator[None]:
+    """PyTorch's CPU operations on one thread inside the block (the count is restored after it)."""
+    threads = torch.get_num_threads()
+    if threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _mask_eager_(g: torch.Tensor, z_out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
