@@ -197,6 +197,36 @@ def test_fusing_does_not_import_the_metrics_or_plotting_stack():
     assert out == "", f"imported on the fuse path: {out}"
 
 
+def test_the_fuse_command_loads_no_stack_it_does_not_use(tmp_path):
+    """`causalfuse fuse` on a small pair, in a fresh process, imports no metrics, plotting, registration, ONNX or compiler stack.
+
+    The whole command runs (bundled weights, a pair below the size that
+    compiles), so every import on its way counts; modules that ``import torch``
+    loads by itself are not held against it.
+    """
+    import subprocess
+    import sys
+
+    for name, seed in (("ir", 1), ("vi", 2)):
+        save(tmp_path / f"{name}.png", grey(24, 30, seed))
+    argv = ["fuse", "-q", "--ir", str(tmp_path / "ir.png"), "--vi", str(tmp_path / "vi.png"), "-o", str(tmp_path / "f.png")]
+    heavy = ("numba", "scipy", "matplotlib", "sklearn", "pywt", "SimpleITK", "cv2", "onnx", "onnxruntime", "torchvision", "sympy")
+    code = (
+        "import sys, torch\n"
+        "already = set(sys.modules)\n"
+        "from causalfuse.cli import main\n"
+        f"assert main({argv!r}) == 0\n"
+        f"heavy = {heavy!r}\n"
+        "added = set(sys.modules) - already\n"
+        "print(','.join(sorted(m for m in added if m.split('.')[0] in heavy\n"
+        "                      or m.startswith(('torch._dynamo', 'torch._inductor', 'causalfuse.metrics', 'causalfuse.bench.report')))))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert (tmp_path / "f.png").is_file()
+    loaded = out.splitlines()[-1]  # the command's own line comes before it
+    assert loaded == "", f"imported by `causalfuse fuse`: {loaded}"
+
+
 def test_kernels_are_compiled_only_for_jobs_large_enough_to_pay(ckpt, monkeypatch):
     from causalfuse.models import methods
     from causalfuse.models.lrr import LRREncoder
