@@ -192,6 +192,25 @@ def test_soft_threshold_formula_with_negative_threshold():
     assert not torch.allclose(out[:, 1], r[:, 1] - r[:, 1].clamp(0.1, -0.1))
 
 
+def test_eager_in_place_threshold_gives_the_formula_channel_by_channel():
+    """The eager kernels' eta(acc + bias) (per-channel soft shrink, negative thresholds by the formula) equals eta."""
+    from causalfuse.models import lrr
+
+    gen = torch.Generator().manual_seed(0)
+    acc = torch.randn(2, 6, 5, 7, generator=gen)
+    lam = torch.tensor([0.0, 0.3, -0.2, 1.0, 0.05, -1.5])
+    bias = torch.randn(6, generator=gen)
+    expected = lrr._eta(acc + bias.view(1, -1, 1, 1), lam.view(1, -1, 1, 1))
+    threads = torch.get_num_threads()
+    got = acc.clone()
+    lrr._eta_eager_(got, lam, bias=bias)
+    assert torch.equal(got, expected)
+    got = acc.clone()
+    lrr._eta_eager_(got, lam)
+    assert torch.equal(got, lrr._eta(acc, lam.view(1, -1, 1, 1)))
+    assert torch.get_num_threads() == threads
+
+
 def test_soft_threshold_gradient_matches_formula_autograd():
     gen = torch.Generator().manual_seed(0)
     r = torch.randn(2, 4, 5, 3, generator=gen, dtype=torch.float64, requires_grad=True)

@@ -44,6 +44,7 @@ memory traffic on the 256-channel full-resolution code Z, not arithmetic. Here
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import pickle
 import warnings
@@ -351,11 +352,18 @@ def _eta_eager_(acc: torch.Tensor, lam: torch.Tensor, *, bias: torch.Tensor | No
                 _eta_(channel, lam.reshape(c)[k])
 
 
+@functools.lru_cache(maxsize=None)
+def _openmp_backend() -> bool:
+    # Only OpenMP takes a new thread count at any time; the native backend
+    # refuses one once parallel work has started (with a warning each time).
+    return "ATen parallel backend: OpenMP" in torch.__config__.parallel_info()
+
+
 @contextlib.contextmanager
 def _single_threaded() -> Iterator[None]:
     """PyTorch's CPU operations on one thread inside the block (the count is restored after it)."""
     threads = torch.get_num_threads()
-    if threads == 1:
+    if threads == 1 or not _openmp_backend():
         yield
         return
     torch.set_num_threads(1)
