@@ -27,22 +27,40 @@ by :mod:`causalfuse.export` and run in ONNX Runtime with the onnxruntime
 backend's session options, as many threads as PyTorch; the export is not
 timed). ``--backends`` runs the inference rows of ``fast``, ``eager`` and
 ``onnx`` at 480 x 640 and prints ONNX Runtime's time against PyTorch's.
+
+Start-up and memory of ``causalfuse fuse`` itself, each run a fresh process
+(``--baseline REV`` runs that commit's ``src`` too, interleaved with this
+checkout's, and compares the two outputs byte for byte)::
+
+    python benchmarks/speed.py --startup [--pair IR VI] [--repeats 3] [--baseline REV]
+    python benchmarks/speed.py --memory [--sizes 1280x1024 3840x2160] [--baseline REV]
+
+``--startup`` times the whole command (wall, and the CPU time of the process:
+user + system) on one pair (default: TNO pair 12 of ../shared, 620 x 450),
+and in another process the phases the command goes through (imports, model,
+fusion, writing). ``--memory`` gives the peak resident memory of the command
+on synthetic grey and colour pairs of each size.
 """
 
 from __future__ import annotations
 
 import argparse
+import filecmp
 import json
 import os
 import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-DEFAULT_WEIGHTS = HERE.parent.parent / "shared" / "weights" / "lrrnet" / "lrrnet_official.model"
+REPO = HERE.parent
+SHARED = Path(os.environ.get("CAUSALFUSE_SHARED", REPO.parent / "shared"))
+DEFAULT_WEIGHTS = SHARED / "weights" / "lrrnet" / "lrrnet_official.model"
+DEFAULT_PAIR = (SHARED / "data" / "val" / "TNO21" / "ir" / "12.png", SHARED / "data" / "val" / "TNO21" / "vi" / "12.png")
 
 CONFIGS = [
     "infer:plain:480x640",
@@ -176,8 +194,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plain-large", action="store_true", help="also the plain encoders at 1280x1024 (slow, ~12 GB)")
     parser.add_argument("--repeats", type=int, default=None, help="timed repetitions (default: 3 fast, 1 plain)")
     parser.add_argument("--backends", action="store_true", help="only PyTorch (compiled, eager) and ONNX Runtime at 480 x 640, side by side")
+    parser.add_argument("--startup", action="store_true", help="time `causalfuse fuse` on one pair in fresh processes, by phase")
+    parser.add_argument("--memory", action="store_true", help="peak RSS of `causalfuse fuse` on synthetic pairs of --sizes")
+    parser.add_argument("--pair", nargs=2, type=Path, metavar=("IR", "VI"), default=DEFAULT_PAIR, help="the pair for --startup")
+    parser.add_argument("--sizes", nargs="+", default=["1280x1024", "3840x2160"], help="WxH sizes for --memory")
+    parser.add_argument("--baseline", help="with --startup or --memory: also run this commit's src, interleaved")
     args = parser.parse_args(argv)
 
+    if args.startup or args.memory:
+        return command_runs(args)
     if args.one:
         impl = args.one.split(":")[1]
         repeats = args.repeats if args.repeats is not None else (1 if impl == "plain" else 3)
@@ -226,6 +251,162 @@ def _print_backends(results: dict[str, dict]) -> None:
             if base:
                 parts.append(f"{label} {base['ms']:.0f} ms (onnxruntime takes {res['ms'] / base['ms']:.2f}x)")
         print(f"{kind} {size}: " + ", ".join(parts) + f"; export {res['export_s']:.1f} s", flush=True)
+
+
+# ---------------------------------------------------------------------------
+# `causalfuse fuse` in fresh processes: start-up phases and peak memory
+# ---------------------------------------------------------------------------
+# The phases of one `causalfuse fuse` call, run with PYTHONPATH set to one version's src folder.
+PHASES_CHILD = """
+import json, sys, time
+marks = [(time.perf_counter(), time.process_time())]
+def mark():
+    marks.append((time.perf_counter(), time.process_time()))
+import torch
+mark()
+import causalfuse
+from causalfuse.fuse import fuse
+from causalfuse.io import write_image
+from causalfuse.models.registry import create_method
+from PIL import Image
+mark()
+ir, vi, out = sys.argv[1:4]
+method = create_method("causalfuse", device="auto")
+with Image.open(ir) as im:
+    method.plan(im.width * im.height)  # as `causalfuse fuse` plans one pair
+mark()
+fused = fuse(ir, vi, method=method)
+mark()
+write_image(out, fused)
+mark()
+names = ["import torch", "import causalfuse", "model", "fuse", "write"]
+print(json.dumps({"module": causalfuse.__file__, "phases": {
+    n: [b[0] - a[0], b[1] - a[1]] for n, a, b in zip(names, marks, marks[1:])}}))
+"""
+
+
+def _load() -> str:
+    return " ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
+def _measured(cmd: list[str], src: Path) -> dict:
+    """Run ``cmd`` with ``src`` first on the path; its wall time, CPU time (user + system), peak RSS and output."""
+    env = {**os.environ, "PYTHONPATH": str(src)}
+    with tempfile.TemporaryFile("w+") as log:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        log.seek(0)
+        text = log.read()
+    if proc.returncode != 0:
+        sys.exit(f"{' '.join(cmd)} with {src} failed:\n{text[-2000:]}")
+    return {"wall": wall, "user": usage.ru_utime, "sys": usage.ru_stime, "rss_mb": usage.ru_maxrss / 1024.0, "out": text}
+
+
+def _fuse_cmd(ir: Path, vi: Path, out: Path) -> list[str]:
+    return [sys.executable, "-m", "causalfuse", "fuse", "-q", "--ir", str(ir), "--vi", str(vi), "-o", str(out)]
+
+
+def _versions(baseline: str | None, tmp: Path) -> dict[str, Path]:
+    """``src`` folders by name: the baseline commit's (extracted with ``git archive``) and this checkout's."""
+    versions = {}
+    if baseline:
+        archive = subprocess.run(["git", "archive", baseline, "src"], cwd=REPO, capture_output=True, check=True).stdout
+        (tmp / "old").mkdir()
+        subprocess.run(["tar", "-x", "-C", str(tmp / "old")], input=archive, check=True)
+        versions["old"] = tmp / "old" / "src"
+    versions["new"] = REPO / "src"
+    return versions
+
+
+def _synthetic_pair(folder: Path, width: int, height: int, colour: bool) -> tuple[Path, Path]:
+    """A textured infrared-visible pair of one size (grey or colour visible image), written once."""
+    import numpy as np
+    from PIL import Image
+
+    kind = "colour" if colour else "grey"
+    ir, vi = folder / f"ir-{width}x{height}.png", folder / f"vi-{kind}-{width}x{height}.png"
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    base = 128 + 60 * np.sin(xx / 37) * np.cos(yy / 53)
+    if not ir.exists():
+        Image.fromarray(np.clip(base + rng.normal(0, 20, base.shape), 0, 255).astype(np.uint8)).save(ir)
+    shape = (height, width, 3) if colour else (height, width)
+    scene = base[..., None] if colour else base
+    Image.fromarray(np.clip(255 - scene + rng.normal(0, 20, shape), 0, 255).astype(np.uint8)).save(vi)
+    return ir, vi
+
+
+def _summary(runs: dict[str, list[dict]], key: str) -> str:
+    med = {name: statistics.median(r[key] for r in rs) for name, rs in runs.items()}
+    text = ", ".join(f"{name} {value:.2f}" for name, value in med.items())
+    return text + (f" (new/old {med['new'] / med['old']:.2f})" if len(med) == 2 and med["old"] else "")
+
+
+def command_runs(args: argparse.Namespace) -> int:
+    print(f"{os.cpu_count()} cores; load average at start {_load()}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="speed.") as tmp:
+        tmp = Path(tmp)
+        versions = _versions(args.baseline, tmp)
+        if args.startup:
+            _startup(args, versions, tmp)
+        if args.memory:
+            _memory(args, versions, tmp)
+    print(f"load average at end {_load()}")
+    return 0
+
+
+def _startup(args: argparse.Namespace, versions: dict[str, Path], tmp: Path) -> None:
+    ir, vi = args.pair
+    repeats = args.repeats or 3
+    runs: dict[str, list[dict]] = {name: [] for name in versions}
+    phases: dict[str, list[dict]] = {name: [] for name in versions}
+    for i in range(repeats):
+        for name, src in versions.items():
+            before = _load()
+            res = _measured(_fuse_cmd(ir, vi, tmp / f"{name}.png"), src)
+            res["cpu"] = res["user"] + res["sys"]
+            runs[name].append(res)
+            child = _measured([sys.executable, "-c", PHASES_CHILD, str(ir), str(vi), str(tmp / f"{name}-phases.png")], src)
+            info = json.loads(child["out"].strip().splitlines()[-1])
+            if not info["module"].startswith(str(src)):
+                sys.exit(f"the child imported {info['module']}, not the version in {src}")
+            phases[name].append(info["phases"])
+            detail = ", ".join(f"{n} {w:.2f}/{c:.2f}" for n, (w, c) in info["phases"].items())
+            print(
+                f"{name} run {i + 1}: causalfuse fuse {res['wall']:6.2f} s wall, CPU {res['cpu']:6.2f} s "
+                f"(user {res['user']:.2f}, sys {res['sys']:.2f}), peak RSS {res['rss_mb']:.0f} MB  (load {before} -> {_load()})\n"
+                f"    phases, wall/CPU s: {detail}",
+                flush=True,
+            )
+    print(f"median wall s: {_summary(runs, 'wall')}; median CPU s: {_summary(runs, 'cpu')}")
+    for phase in next(iter(phases.values()))[0]:
+        per = {name: [{"wall": p[phase][0], "cpu": p[phase][1]} for p in ps] for name, ps in phases.items()}
+        print(f"  {phase:18s} median wall s: {_summary(per, 'wall')}; CPU s: {_summary(per, 'cpu')}")
+    if len(versions) == 2:
+        same = filecmp.cmp(tmp / "old.png", tmp / "new.png", shallow=False)
+        print(f"outputs {'identical' if same else 'DIFFERENT'}")
+
+
+def _memory(args: argparse.Namespace, versions: dict[str, Path], tmp: Path) -> None:
+    for size in args.sizes:
+        width, height = (int(v) for v in size.split("x"))
+        for colour in (False, True):
+            ir, vi = _synthetic_pair(tmp, width, height, colour)
+            outs = {}
+            for name, src in versions.items():
+                outs[name] = tmp / f"{name}-{vi.stem}.png"
+                res = _measured(_fuse_cmd(ir, vi, outs[name]), src)
+                print(
+                    f"{size:>10s} {'colour' if colour else 'grey':6s} {name}: peak RSS {res['rss_mb']:6.0f} MB, "
+                    f"{res['wall']:6.1f} s wall, CPU {res['user'] + res['sys']:6.1f} s  (load {_load()})",
+                    flush=True,
+                )
+            if len(outs) == 2:
+                same = filecmp.cmp(outs["old"], outs["new"], shallow=False)
+                print(f"{size:>10s} {'colour' if colour else 'grey':6s} outputs {'identical' if same else 'DIFFERENT'}", flush=True)
 
 
 if __name__ == "__main__":
