@@ -26,6 +26,38 @@ os.environ.setdefault("CAUSALFUSE_COMPILE", "0")
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
+#: The device the device-independent tests run on: ``CAUSALFUSE_TEST_DEVICE=cuda``
+#: runs the tests that take the ``device`` fixture on a GPU (benchmarks/gpu_check.sh)
+#: and leaves the others (file formats, command lines, metrics on NumPy arrays)
+#: out; by default every test runs on the CPU.
+TEST_DEVICE = os.environ.get("CAUSALFUSE_TEST_DEVICE", "cpu").strip().lower() or "cpu"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # One clear line, before any test, rather than an error in every test that takes the fixture.
+    if TEST_DEVICE != "cpu" and not TEST_DEVICE.startswith("cuda"):
+        raise pytest.UsageError(f"CAUSALFUSE_TEST_DEVICE={TEST_DEVICE!r}: choose cpu or cuda")
+    if TEST_DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        raise pytest.UsageError(f"CAUSALFUSE_TEST_DEVICE={TEST_DEVICE} but CUDA is not available here (torch {torch.__version__})")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # On a GPU only the tests that take the device fixture say anything new: the others are left out.
+    if TEST_DEVICE == "cpu":
+        return
+    keep = [item for item in items if "device" in getattr(item, "fixturenames", ())]
+    left_out = [item for item in items if "device" not in getattr(item, "fixturenames", ())]
+    if left_out:
+        config.hook.pytest_deselected(items=left_out)
+        items[:] = keep
+
+
+@pytest.fixture(scope="session")
+def device() -> torch.device:
+    """The device of the device-independent tests (``CAUSALFUSE_TEST_DEVICE``, default ``cpu``)."""
+    return torch.device(TEST_DEVICE)
+
+
 def shared_path(*parts: str) -> Path:
     """Path below the shared folder, or skip the test naming what is missing."""
     path = SHARED.joinpath(*parts)

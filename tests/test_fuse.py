@@ -32,9 +32,9 @@ def save(path, arr):
     return path
 
 
-def test_colour_visible_keeps_its_chroma(ckpt):
+def test_colour_visible_keeps_its_chroma(ckpt, device):
     ir, vi = grey(20, 27), rgb(20, 27)
-    out = fuse(ir, vi, method="causalfuse", weights=ckpt, device="cpu")
+    out = fuse(ir, vi, method="causalfuse", weights=ckpt, device=device)
     assert out.shape == (20, 27, 3) and out.dtype == np.float32
     # Cb and Cr of the result are those of the visible image (up to clipping to RGB).
     ycc_out, ycc_vi = rgb_to_ycbcr(out), rgb_to_ycbcr(vi / 255.0)
@@ -44,9 +44,9 @@ def test_colour_visible_keeps_its_chroma(ckpt):
     np.testing.assert_allclose(ycc_out[inside][:, 1:], ycc_vi[inside][:, 1:], atol=2e-3)
 
 
-def test_grey_stays_grey_and_matches_the_luminance_path(ckpt):
+def test_grey_stays_grey_and_matches_the_luminance_path(ckpt, device):
     ir, vi = grey(16, 16, 1), grey(16, 16, 2)
-    out = fuse(ir, vi, method="causalfuse", weights=ckpt, device="cpu")
+    out = fuse(ir, vi, method="causalfuse", weights=ckpt, device=device)
     assert out.shape == (16, 16)
 
 
@@ -97,10 +97,10 @@ def make_folders(tmp_path, names, extra_ir=(), extra_vi=()):
     return ir_dir, vi_dir
 
 
-def test_folder_cli_resumes_and_overwrites(tmp_path, ckpt, capsys):
+def test_folder_cli_resumes_and_overwrites(tmp_path, ckpt, capsys, device):
     ir_dir, vi_dir = make_folders(tmp_path, ["a", "b", "c"])
     out = tmp_path / "out"
-    args = ["fuse", "--ir", str(ir_dir), "--vi", str(vi_dir), "-o", str(out), "--weights", str(ckpt), "--device", "cpu", "-q"]
+    args = ["fuse", "--ir", str(ir_dir), "--vi", str(vi_dir), "-o", str(out), "--weights", str(ckpt), "--device", str(device), "-q"]
     assert main(args) == 0
     assert sorted(p.name for p in out.iterdir()) == [PRODUCER_FILE, "a.png", "b.png", "c.png"]
     (out / "b.png").unlink()
@@ -161,14 +161,14 @@ def test_unknown_method_lists_the_known_ones(tmp_path, capsys):
     assert "unknown fusion method 'nope'" in err and "lrrnet" in err and "causalfuse" in err
 
 
-def test_lrrnet_cli_reproduces_the_official_result(lrrnet_weights, val_data, tmp_path):
+def test_lrrnet_cli_reproduces_the_official_result(lrrnet_weights, val_data, tmp_path, device):
     from tests.conftest import shared_path
 
     ref = np.load(shared_path("specs", "lrrnet_reference", "tno21_8.npz"))
     out = tmp_path / "fused.png"
     code = main([
         "fuse", "--ir", str(val_data / "TNO21" / "ir" / "8.png"), "--vi", str(val_data / "TNO21" / "vi" / "8.png"),
-        "-o", str(out), "--method", "lrrnet", "--weights", str(lrrnet_weights), "--device", "cpu",
+        "-o", str(out), "--method", "lrrnet", "--weights", str(lrrnet_weights), "--device", str(device),
     ])
     assert code == 0
     got = load_image(out).astype(int)
@@ -244,3 +244,4 @@ def test_kernels_are_compiled_only_for_jobs_large_enough_to_pay(ckpt, monkeypatc
     monkeypatch.setattr(methods.NetworkMethod, "plan", lambda self, pixels: (created.append(pixels), real(self, pixels)))
     fuse(grey(20, 30), grey(20, 30), method="causalfuse", weights=ckpt, device="cpu")
     assert created == [600]
+

@@ -16,13 +16,13 @@ from causalfuse.losses import (
 )
 
 
-def _rand(*shape, seed=0, dtype=torch.float32):
+def _rand(*shape, seed=0, dtype=torch.float32, device="cpu"):
     g = torch.Generator().manual_seed(seed)
-    return torch.rand(*shape, generator=g, dtype=dtype)
+    return torch.rand(*shape, generator=g, dtype=dtype).to(device)
 
 
-def test_identity_cases_are_zero():
-    x = _rand(2, 1, 24, 24)
+def test_identity_cases_are_zero(device):
+    x = _rand(2, 1, 24, 24, device=device)
     # fusing an image with itself, the image is the perfect result
     terms = fusion_loss(x, x, x)
     for name in ("loss", "intensity", "gradient", "ssim"):
@@ -30,27 +30,27 @@ def test_identity_cases_are_zero():
     assert float(ssim(x, x).min()) == pytest.approx(1.0, abs=1e-6)
 
 
-def test_max_of_sources_has_zero_intensity_loss():
-    ir, vi = _rand(1, 1, 16, 16, seed=1), _rand(1, 1, 16, 16, seed=2)
+def test_max_of_sources_has_zero_intensity_loss(device):
+    ir, vi = _rand(1, 1, 16, 16, seed=1, device=device), _rand(1, 1, 16, 16, seed=2, device=device)
     assert float(intensity_loss(torch.maximum(ir, vi), ir, vi)) == 0.0
     assert float(intensity_loss(torch.zeros_like(ir), ir, vi)) == pytest.approx(float(torch.maximum(ir, vi).mean()))
 
 
-def test_sobel_by_hand():
+def test_sobel_by_hand(device):
     # a vertical step edge: x = 0 for columns < 3, 1 from column 3 on
-    x = torch.zeros(1, 1, 5, 6)
+    x = torch.zeros(1, 1, 5, 6, device=device)
     x[..., 3:] = 1.0
     g = sobel_magnitude(x)[0, 0]
     # |Sobel_x| = 1 + 2 + 1 = 4 on the columns either side of the edge, 0 elsewhere
-    assert torch.equal(g[:, 2], torch.full((5,), 4.0))
-    assert torch.equal(g[:, 3], torch.full((5,), 4.0))
+    assert torch.equal(g[:, 2], torch.full((5,), 4.0, device=device))
+    assert torch.equal(g[:, 3], torch.full((5,), 4.0, device=device))
     assert float(g[:, [0, 1, 4, 5]].abs().sum()) == 0.0
     # constant images have no gradient
-    assert float(sobel_magnitude(torch.full((1, 1, 7, 7), 0.3)).abs().max()) == 0.0
+    assert float(sobel_magnitude(torch.full((1, 1, 7, 7), 0.3, device=device)).abs().max()) == 0.0
 
 
-def test_gradient_loss_by_hand():
-    ir = torch.zeros(1, 1, 5, 6)
+def test_gradient_loss_by_hand(device):
+    ir = torch.zeros(1, 1, 5, 6, device=device)
     ir[..., 3:] = 1.0
     vi = torch.zeros_like(ir)
     flat = torch.full_like(ir, 0.5)
@@ -59,47 +59,47 @@ def test_gradient_loss_by_hand():
     assert float(gradient_loss(ir, ir, vi)) == 0.0
 
 
-def test_ssim_by_hand_constant_images():
+def test_ssim_by_hand_constant_images(device):
     # constant images a, b: variances and covariance are 0, so
     # SSIM = (2ab + C1) / (a^2 + b^2 + C1)
     a, b = 0.2, 0.7
     c1 = 0.01**2
-    x = torch.full((1, 1, 11, 11), a, dtype=torch.float64)
-    y = torch.full((1, 1, 11, 11), b, dtype=torch.float64)
+    x = torch.full((1, 1, 11, 11), a, dtype=torch.float64, device=device)
+    y = torch.full((1, 1, 11, 11), b, dtype=torch.float64, device=device)
     expected = (2 * a * b + c1) / (a * a + b * b + c1)
     assert float(ssim(x, y)) == pytest.approx(expected, rel=1e-10)
     assert float(ssim_loss(x, x, y)) == pytest.approx(1 - (1 + expected) / 2, rel=1e-10)
 
 
-def test_weights_combine_terms():
-    f, ir, vi = _rand(2, 1, 16, 16, seed=3), _rand(2, 1, 16, 16, seed=4), _rand(2, 1, 16, 16, seed=5)
+def test_weights_combine_terms(device):
+    f, ir, vi = (_rand(2, 1, 16, 16, seed=seed, device=device) for seed in (3, 4, 5))
     w = LossWeights(intensity=0.5, gradient=3.0, ssim=2.0)
     t = FusionLoss(w)(f, ir, vi)
     expected = 0.5 * t["intensity"] + 3.0 * t["gradient"] + 2.0 * t["ssim"]
     assert math.isclose(float(t["loss"]), float(expected), rel_tol=1e-6)
 
 
-def test_gradcheck():
+def test_gradcheck(device):
     # a small SSIM window keeps the numerical Jacobian cheap; the code path is the same
-    ir = _rand(1, 1, 8, 8, seed=6, dtype=torch.float64)
-    vi = _rand(1, 1, 8, 8, seed=7, dtype=torch.float64)
-    f = _rand(1, 1, 8, 8, seed=8, dtype=torch.float64).requires_grad_(True)
+    ir = _rand(1, 1, 8, 8, seed=6, dtype=torch.float64, device=device)
+    vi = _rand(1, 1, 8, 8, seed=7, dtype=torch.float64, device=device)
+    f = _rand(1, 1, 8, 8, seed=8, dtype=torch.float64, device=device).requires_grad_(True)
     assert torch.autograd.gradcheck(lambda x: fusion_loss(x, ir, vi, window=5)["loss"], (f,), eps=1e-6, atol=1e-5, fast_mode=True)
 
 
-def test_bad_shapes_refused():
-    x = _rand(1, 1, 16, 16)
+def test_bad_shapes_refused(device):
+    x = _rand(1, 1, 16, 16, device=device)
     with pytest.raises(CausalFuseError, match="differ in shape"):
-        fusion_loss(x, x, _rand(1, 1, 16, 17))
+        fusion_loss(x, x, _rand(1, 1, 16, 17, device=device))
     with pytest.raises(CausalFuseError, match=r"\(B, 1, H, W\)"):
-        fusion_loss(_rand(1, 3, 16, 16), _rand(1, 3, 16, 16), _rand(1, 3, 16, 16))
+        fusion_loss(*(_rand(1, 3, 16, 16, device=device) for _ in range(3)))
     with pytest.raises(CausalFuseError, match="at least 11 x 11"):
-        fusion_loss(_rand(1, 1, 8, 8), _rand(1, 1, 8, 8), _rand(1, 1, 8, 8))
+        fusion_loss(*(_rand(1, 1, 8, 8, device=device) for _ in range(3)))
 
 
-def test_intensity_target_mean_and_max():
+def test_intensity_target_mean_and_max(device):
     g = torch.Generator().manual_seed(3)
-    ir, vi, f = (torch.rand(2, 1, 16, 16, generator=g) for _ in range(3))
+    ir, vi, f = (torch.rand(2, 1, 16, 16, generator=g).to(device) for _ in range(3))
     assert math.isclose(float(intensity_loss(f, ir, vi)), float((f - torch.maximum(ir, vi)).abs().mean()), rel_tol=1e-6)
     assert math.isclose(float(intensity_loss(f, ir, vi, target="mean")), float((f - (ir + vi) / 2).abs().mean()), rel_tol=1e-6)
     w = LossWeights(intensity=1.0, gradient=0.0, ssim=0.0, intensity_target="mean")

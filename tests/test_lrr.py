@@ -43,24 +43,24 @@ def official_state():
 
 
 @pytest.fixture(scope="module")
-def official_net(official_state):
+def official_net(official_state, device):
     # The path users run: fused encoder, compiled kernels when available.
     net = LRRNet()
     net.load_official(official_state)
-    return net.eval()
+    return net.eval().to(device)
 
 
 @pytest.fixture(scope="module")
-def plain_net(official_state):
+def plain_net(official_state, device):
     net = _plain_module().PlainLRRNet()
     net.load_state_dict(official_state)
-    return net.eval()
+    return net.eval().to(device)
 
 
-def _fused_eager_net(state) -> LRRNet:
+def _fused_eager_net(state, device="cpu") -> LRRNet:
     net = LRRNet(compile=False)
     net.load_official(state)
-    return net.eval()
+    return net.eval().to(device)
 
 
 # -- the official reference outputs ------------------------------------------------------------
@@ -68,20 +68,20 @@ def _fused_eager_net(state) -> LRRNet:
     "stem, compiled",
     [("8", False), ("11", False), pytest.param("11", True, marks=pytest.mark.slow, id="11-compiled")],
 )
-def test_reproduces_official_reference(stem, compiled, official_net, monkeypatch):
+def test_reproduces_official_reference(stem, compiled, official_net, monkeypatch, device):
     # The suite runs the eager kernels (conftest); the compiled ones are what users run.
     monkeypatch.setenv("CAUSALFUSE_COMPILE", "1" if compiled else "0")
     ref = np.load(shared_path("specs", "lrrnet_reference", f"tno21_{stem}.npz"))
-    ir = torch.from_numpy(ref["ir"])[None, None]
-    vi = torch.from_numpy(ref["vi"])[None, None]
+    ir = torch.from_numpy(ref["ir"])[None, None].to(device)
+    vi = torch.from_numpy(ref["vi"])[None, None].to(device)
     with torch.inference_mode():
-        raw = official_net(ir, vi)[0, 0].numpy()
+        raw = official_net(ir, vi)[0, 0].cpu().numpy()
         l_ir, s_ir = official_net.encoder_ir(ir)
         l_vi, s_vi = official_net.encoder_vi(vi)
     assert raw.shape == ref["fuse"].shape
     np.testing.assert_allclose(raw, ref["fuse"], rtol=0, atol=1e-4)
     for name, part in (("L_ir", l_ir), ("S_ir", s_ir), ("L_vi", l_vi), ("S_vi", s_vi)):
-        np.testing.assert_allclose(part.mean(dim=(0, 2, 3)).numpy(), ref[name], rtol=0, atol=1e-5, err_msg=name)
+        np.testing.assert_allclose(part.mean(dim=(0, 2, 3)).cpu().numpy(), ref[name], rtol=0, atol=1e-5, err_msg=name)
     out = lrrnet_postprocess(raw)
     assert out.dtype == np.uint8
     assert np.abs(out.astype(int) - ref["fused_uint8"].astype(int)).max() <= 1
@@ -101,10 +101,10 @@ def test_fuse_gray_from_files_matches_official(official_net):
 
 # -- fast path vs the plain transcription --------------------------------------------------------
 @pytest.mark.parametrize("shape", [(2, 1, 13, 17), (1, 1, 2, 2), (1, 1, 3, 2)])
-def test_fused_matches_plain_transcription(shape, official_state, plain_net):
-    net = _fused_eager_net(official_state)
+def test_fused_matches_plain_transcription(shape, official_state, plain_net, device):
+    net = _fused_eager_net(official_state, device)
     torch.manual_seed(0)
-    ir, vi = torch.rand(shape), torch.rand(shape)
+    ir, vi = torch.rand(shape).to(device), torch.rand(shape).to(device)
     with torch.no_grad():
         ours = net(ir, vi)
         ref = plain_net(ir, vi)
@@ -119,21 +119,23 @@ def test_fused_matches_plain_transcription(shape, official_state, plain_net):
     torch.testing.assert_close(s_ours, s_ref, rtol=0, atol=1e-5)
 
 
-def test_unfused_module_path_matches_plain(official_state, plain_net):
+def test_unfused_module_path_matches_plain(official_state, plain_net, device):
     enc = LRREncoder(fused=False)
     enc.load_official(official_state, prefix="get_ls2.")
-    x = torch.rand(2, 1, 9, 11, generator=torch.Generator().manual_seed(3))
+    enc.to(device)
+    x = torch.rand(2, 1, 9, 11, generator=torch.Generator().manual_seed(3)).to(device)
     with torch.no_grad():
         for ours, ref in zip(enc(x), plain_net.get_ls2(x)):
             torch.testing.assert_close(ours, ref, rtol=0, atol=1e-5)
 
 
-def test_plain_operator_path_matches_plain(official_state, plain_net):
+def test_plain_operator_path_matches_plain(official_state, plain_net, device):
     """forward_code_plain (what ONNX export traces), on both encoders: the infrared one has a negative threshold."""
-    x = torch.rand(2, 1, 9, 11, generator=torch.Generator().manual_seed(4))
+    x = torch.rand(2, 1, 9, 11, generator=torch.Generator().manual_seed(4)).to(device)
     for prefix, ref_encoder in (("get_ls1.", plain_net.get_ls1), ("get_ls2.", plain_net.get_ls2)):
         enc = LRREncoder()
         enc.load_official(official_state, prefix=prefix)
+        enc.to(device)
         with torch.no_grad():
             torch.testing.assert_close(enc.forward_code_plain(x), torch.cat(ref_encoder(x), dim=1), rtol=0, atol=1e-5)
 
@@ -145,17 +147,17 @@ def _grads(module, x, loss_fn):
     return torch.autograd.grad(loss, [x, *params])
 
 
-def test_fused_gradients_match_plain(official_state, plain_net):
+def test_fused_gradients_match_plain(official_state, device):
     """Every parameter's (and the input's) gradient, float64, against ordinary autograd of the transcription."""
     enc = LRREncoder(compile=False)
     enc.load_official(official_state, prefix="get_ls1.")
-    enc = enc.double()
+    enc = enc.double().to(device)
     plain = _plain_module().PlainLRREncoder()
     plain.load_state_dict(enc.state_dict())
-    plain = plain.double()
+    plain = plain.double().to(device)
     gen = torch.Generator().manual_seed(1)
-    x = torch.rand(2, 1, 7, 9, generator=gen, dtype=torch.float64)
-    weights = torch.randn(2, 128, 7, 9, generator=gen, dtype=torch.float64)
+    x = torch.rand(2, 1, 7, 9, generator=gen, dtype=torch.float64).to(device)
+    weights = torch.randn(2, 128, 7, 9, generator=gen, dtype=torch.float64).to(device)
 
     def loss_fn(low, sparse):
         return (low * weights).sum() + (sparse**2).sum()
@@ -167,10 +169,11 @@ def test_fused_gradients_match_plain(official_state, plain_net):
         torch.testing.assert_close(ours, ref, rtol=1e-9, atol=1e-9 * float(ref.abs().max()), msg=name)
 
 
-def test_checkpointed_blocks_give_the_same_gradients(official_state):
+def test_checkpointed_blocks_give_the_same_gradients(official_state, device):
     enc = LRREncoder(fused=False)
     enc.load_official(official_state, prefix="get_ls1.")
-    x = torch.rand(1, 1, 6, 5, generator=torch.Generator().manual_seed(2))
+    enc.to(device)
+    x = torch.rand(1, 1, 6, 5, generator=torch.Generator().manual_seed(2)).to(device)
 
     def loss_fn(low, sparse):
         return low.square().sum() + sparse.sum()
@@ -182,11 +185,11 @@ def test_checkpointed_blocks_give_the_same_gradients(official_state):
 
 
 # -- soft threshold -------------------------------------------------------------------------------
-def test_soft_threshold_formula_with_negative_threshold():
-    r = torch.tensor([[[-2.0, -0.05, 0.0, 0.05, 2.0]], [[-2.0, -0.05, 0.0, 0.05, 2.0]]]).view(1, 2, 1, 5)
-    lam = torch.tensor([[0.1, -0.1]])
+def test_soft_threshold_formula_with_negative_threshold(device):
+    r = torch.tensor([[[-2.0, -0.05, 0.0, 0.05, 2.0]], [[-2.0, -0.05, 0.0, 0.05, 2.0]]], device=device).view(1, 2, 1, 5)
+    lam = torch.tensor([[0.1, -0.1]], device=device)
     out = soft_threshold(r, lam)
-    expected = torch.tensor([[-1.9, 0.0, 0.0, 0.0, 1.9], [-2.1, -0.15, 0.0, 0.15, 2.1]]).view(1, 2, 1, 5)
+    expected = torch.tensor([[-1.9, 0.0, 0.0, 0.0, 1.9], [-2.1, -0.15, 0.0, 0.15, 2.1]], device=device).view(1, 2, 1, 5)
     torch.testing.assert_close(out, expected)
     # soft shrink (r - clamp(r, -lam, lam)) would be wrong on the negative channel
     assert not torch.allclose(out[:, 1], r[:, 1] - r[:, 1].clamp(0.1, -0.1))
@@ -211,11 +214,11 @@ def test_eager_in_place_threshold_gives_the_formula_channel_by_channel():
     assert torch.get_num_threads() == threads
 
 
-def test_soft_threshold_gradient_matches_formula_autograd():
+def test_soft_threshold_gradient_matches_formula_autograd(device):
     gen = torch.Generator().manual_seed(0)
-    r = torch.randn(2, 4, 5, 3, generator=gen, dtype=torch.float64, requires_grad=True)
-    lam = torch.tensor([[0.3, -0.2, 0.0, 1.0]], dtype=torch.float64, requires_grad=True)
-    g = torch.randn(2, 4, 5, 3, generator=gen, dtype=torch.float64)
+    r = torch.randn(2, 4, 5, 3, generator=gen, dtype=torch.float64).to(device).requires_grad_()
+    lam = torch.tensor([[0.3, -0.2, 0.0, 1.0]], dtype=torch.float64, device=device, requires_grad=True)
+    g = torch.randn(2, 4, 5, 3, generator=gen, dtype=torch.float64).to(device)
     ours = torch.autograd.grad((soft_threshold(r, lam) * g).sum(), [r, lam])
     ref = torch.sign(r) * torch.relu(r.abs() - lam.view(1, 4, 1, 1))
     expected = torch.autograd.grad((ref * g).sum(), [r, lam])
@@ -225,14 +228,15 @@ def test_soft_threshold_gradient_matches_formula_autograd():
 
 
 # -- shapes, dtypes, errors --------------------------------------------------------------------------
-def test_keeps_dtype_and_refuses_tiny_or_wrong_inputs():
-    enc = LRREncoder(compile=False).double()
-    low, sparse = enc(torch.rand(1, 1, 2, 3, dtype=torch.float64))
+def test_keeps_dtype_and_device_and_refuses_tiny_or_wrong_inputs(device):
+    enc = LRREncoder(compile=False).double().to(device)
+    low, sparse = enc(torch.rand(1, 1, 2, 3, dtype=torch.float64, device=device))
     assert low.dtype == torch.float64 and low.shape == sparse.shape == (1, 128, 2, 3)
+    assert low.device == sparse.device == torch.rand(1, device=device).device
     with pytest.raises(CausalFuseError, match="at least 2 x 2"):
-        enc(torch.rand(1, 1, 1, 8, dtype=torch.float64))
+        enc(torch.rand(1, 1, 1, 8, dtype=torch.float64, device=device))
     with pytest.raises(CausalFuseError, match=r"expected a \(B, 1, H, W\) tensor"):
-        enc(torch.rand(1, 3, 8, 8, dtype=torch.float64))
+        enc(torch.rand(1, 3, 8, 8, dtype=torch.float64, device=device))
 
 
 def test_decoder_keys_and_official_state_keys(official_state):
@@ -311,17 +315,17 @@ def test_load_official_refuses_mismatching_state(official_state):
 
 
 @pytest.mark.parametrize("size", [(2, 2), (3, 5), (7, 4)])
-def test_small_map_kernels_and_their_adjoints(size):
+def test_small_map_kernels_and_their_adjoints(size, device):
     """The one- and nine-channel helpers (both the compilable and the eager form) against autograd."""
     from causalfuse.models import lrr
 
     gen = torch.Generator().manual_seed(4)
-    p = torch.randn(2, 9, *size, generator=gen, dtype=torch.float64, requires_grad=True)
-    x = torch.randn(2, 1, *size, generator=gen, dtype=torch.float64, requires_grad=True)
-    bias = torch.randn(1, generator=gen, dtype=torch.float64)
+    p = torch.randn(2, 9, *size, generator=gen, dtype=torch.float64).to(device).requires_grad_()
+    x = torch.randn(2, 1, *size, generator=gen, dtype=torch.float64).to(device).requires_grad_()
+    bias = torch.randn(1, generator=gen, dtype=torch.float64).to(device)
     taps = lrr._residual_taps_eager(p, x, bias)
     torch.testing.assert_close(lrr._residual_taps_pw(p, x, bias), taps, rtol=0, atol=0)
-    grad = torch.randn(taps.shape, generator=gen, dtype=torch.float64)
+    grad = torch.randn(taps.shape, generator=gen, dtype=torch.float64).to(device)
     d_x, d_p = torch.autograd.grad(taps, [x, p], grad)
     for backward in (lrr._residual_taps_bwd_pw, lrr._residual_taps_bwd_eager):
         d_r, d_pp = backward(grad)
@@ -330,16 +334,17 @@ def test_small_map_kernels_and_their_adjoints(size):
 
 
 @pytest.mark.slow
-def test_compiled_training_path_matches_eager(official_state, monkeypatch):
+def test_compiled_training_path_matches_eager(official_state, monkeypatch, device):
     """The compiled kernels of the backward pass (what training runs) against the eager kernels."""
     monkeypatch.setenv("CAUSALFUSE_COMPILE", "1")
     gen = torch.Generator().manual_seed(5)
-    x = torch.rand(1, 1, 10, 7, generator=gen)
-    weights = torch.randn(1, 256, 10, 7, generator=gen)
+    x = torch.rand(1, 1, 10, 7, generator=gen).to(device)
+    weights = torch.randn(1, 256, 10, 7, generator=gen).to(device)
     grads = []
     for compiled in (True, False):
         enc = LRREncoder(compile=compiled)
         enc.load_official(official_state, prefix="get_ls1.")
+        enc.to(device)
         xi = x.clone().requires_grad_(True)
         loss = (enc.forward_code(xi) * weights).sum()
         grads.append(torch.autograd.grad(loss, [xi, *enc.parameters()]))
@@ -347,15 +352,15 @@ def test_compiled_training_path_matches_eager(official_state, monkeypatch):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4 * float(b.abs().max()), msg=name)
 
 
-def test_whole_network_gradients_match_plain(official_state, plain_net):
+def test_whole_network_gradients_match_plain(official_state, device):
     """LRRNet trained end to end (fused encoders, one-pass decoder taps) against the transcription, float64."""
-    net = _fused_eager_net(official_state).double()
+    net = _fused_eager_net(official_state, device).double()
     plain = _plain_module().PlainLRRNet()
     plain.load_state_dict(official_state)
-    plain = plain.double()
+    plain = plain.double().to(device)
     gen = torch.Generator().manual_seed(6)
-    ir = torch.rand(2, 1, 9, 7, generator=gen, dtype=torch.float64)
-    vi = torch.rand(2, 1, 9, 7, generator=gen, dtype=torch.float64)
+    ir = torch.rand(2, 1, 9, 7, generator=gen, dtype=torch.float64).to(device)
+    vi = torch.rand(2, 1, 9, 7, generator=gen, dtype=torch.float64).to(device)
     ours = torch.autograd.grad(net(ir, vi).square().sum(), list(net.parameters()))
     ref = torch.autograd.grad(plain(ir, vi).square().sum(), list(plain.parameters()))
     assert len(ours) == len(ref) == 2 * 20 + 12
@@ -363,12 +368,12 @@ def test_whole_network_gradients_match_plain(official_state, plain_net):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9 * float(b.abs().max()), msg=name)
 
 
-def test_project_channels_equals_1x1_conv():
+def test_project_channels_equals_1x1_conv(device):
     from causalfuse.models.lrr import project_channels
 
     gen = torch.Generator().manual_seed(7)
-    z = torch.randn(2, 16, 5, 3, generator=gen, dtype=torch.float64)
-    w = torch.randn(9, 16, generator=gen, dtype=torch.float64, requires_grad=True)
+    z = torch.randn(2, 16, 5, 3, generator=gen, dtype=torch.float64).to(device)
+    w = torch.randn(9, 16, generator=gen, dtype=torch.float64).to(device).requires_grad_()
     ref = F.conv2d(z, w.view(9, 16, 1, 1))
     with torch.no_grad():
         torch.testing.assert_close(project_channels(z, w), ref)

@@ -11,7 +11,7 @@ from causalfuse.models.net import CausalFusionNet, NetConfig
 N, D = 5, 8
 
 
-def small_net(use_baffm: bool = True, seed: int = 0, **kw) -> CausalFusionNet:
+def small_net(use_baffm: bool = True, seed: int = 0, device: torch.device | str = "cpu", **kw) -> CausalFusionNet:
     torch.manual_seed(seed)
     net = CausalFusionNet(NetConfig(dict_size=N, dict_dim=D, use_baffm=use_baffm, **kw))
     g = torch.Generator().manual_seed(seed + 1)
@@ -20,27 +20,27 @@ def small_net(use_baffm: bool = True, seed: int = 0, **kw) -> CausalFusionNet:
     # fusion weights depend on the input in these tests.
     with torch.no_grad():
         net.baffm.weights.weight.normal_(0, 0.5)
-    return net
+    return net.to(device)
 
 
-def pair(h: int, w: int, b: int = 1, seed: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+def pair(h: int, w: int, b: int = 1, seed: int = 3, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    return torch.rand(b, 1, h, w, generator=g), torch.rand(b, 1, h, w, generator=g)
+    return torch.rand(b, 1, h, w, generator=g).to(device), torch.rand(b, 1, h, w, generator=g).to(device)
 
 
 @pytest.mark.parametrize("h,w,b", [(17, 23, 1), (2, 2, 1), (31, 8, 2)])
-def test_output_shape_and_range_on_odd_sizes(h, w, b):
-    net = small_net()
-    ir, vi = pair(h, w, b)
+def test_output_shape_and_range_on_odd_sizes(h, w, b, device):
+    net = small_net(device=device)
+    ir, vi = pair(h, w, b, device=device)
     out = net(ir, vi)
     assert out.shape == (b, 1, h, w)
     assert out.dtype == ir.dtype
     assert torch.isfinite(out).all() and out.min() >= 0 and out.max() <= 1
 
 
-def test_gradients_reach_every_trainable_parameter():
-    net = small_net()
-    ir, vi = pair(12, 14, 2)
+def test_gradients_reach_every_trainable_parameter(device):
+    net = small_net(device=device)
+    ir, vi = pair(12, 14, 2, device=device)
     net(ir, vi).square().mean().backward()
     trainable = [(n, p) for n, p in net.named_parameters() if p.requires_grad]
     assert trainable
@@ -57,15 +57,15 @@ def test_without_baffm_freezes_only_the_backdoor_parameters():
     assert net.state_dict().keys() == small_net().state_dict().keys()
 
 
-def test_attention_sums_to_one_per_pixel_and_prior_is_uniform():
-    net = small_net()
-    z_ir, _ = net.forward_features(*pair(9, 11))
+def test_attention_sums_to_one_per_pixel_and_prior_is_uniform(device):
+    net = small_net(device=device)
+    z_ir, _ = net.forward_features(*pair(9, 11, device=device))
     lam = net.baffm.ir.attention(z_ir)
     assert lam.shape == (1, N, 9, 11)
-    torch.testing.assert_close(lam.sum(dim=1), torch.ones(1, 9, 11), atol=1e-5, rtol=0)
+    torch.testing.assert_close(lam.sum(dim=1), torch.ones(1, 9, 11, device=device), atol=1e-5, rtol=0)
     assert (lam >= 0).all()
     for branch in (net.baffm.ir, net.baffm.vi):
-        torch.testing.assert_close(branch.prior, torch.full((N,), 1.0 / N))
+        torch.testing.assert_close(branch.prior, torch.full((N,), 1.0 / N, device=device))
 
 
 def test_empirical_prior_takes_the_cluster_frequencies():
@@ -78,11 +78,11 @@ def test_empirical_prior_takes_the_cluster_frequencies():
         net.set_dictionaries(torch.randn(N, D), torch.randn(N, D))
 
 
-def test_backdoor_term_changes_the_output_only_with_baffm():
-    ir, vi = pair(10, 13)
-    other = torch.randn(N, D, generator=torch.Generator().manual_seed(99)) * 3
+def test_backdoor_term_changes_the_output_only_with_baffm(device):
+    ir, vi = pair(10, 13, device=device)
+    other = torch.randn(N, D, generator=torch.Generator().manual_seed(99)).to(device) * 3
     for use_baffm, should_change in ((True, True), (False, False)):
-        net = small_net(use_baffm=use_baffm)
+        net = small_net(use_baffm=use_baffm, device=device)
         with torch.no_grad():
             before = net(ir, vi)
             net.set_dictionaries(other, other)
@@ -94,9 +94,9 @@ def test_backdoor_term_changes_the_output_only_with_baffm():
             assert changed == 0.0, "without BAFFM the dictionary must not matter"
 
 
-def test_chunked_attention_equals_one_chunk():
-    net = small_net()
-    ir, vi = pair(13, 17)
+def test_chunked_attention_equals_one_chunk(device):
+    net = small_net(device=device)
+    ir, vi = pair(13, 17, device=device)
     with torch.no_grad():
         whole = net(ir, vi)
         for branch in (net.baffm.ir, net.baffm.vi):
@@ -105,9 +105,9 @@ def test_chunked_attention_equals_one_chunk():
     torch.testing.assert_close(chunked, whole, atol=1e-6, rtol=0)
 
 
-def test_tap_decomposed_reconstruction_equals_the_plain_conv():
-    net = small_net()
-    ir, vi = pair(11, 9, 2)
+def test_tap_decomposed_reconstruction_equals_the_plain_conv(device):
+    net = small_net(device=device)
+    ir, vi = pair(11, 9, 2, device=device)
     with torch.no_grad():
         z_ir, z_vi = net.forward_features(ir, vi)
         w = net.fusion_weights(z_ir, z_vi)
@@ -116,19 +116,20 @@ def test_tap_decomposed_reconstruction_equals_the_plain_conv():
     torch.testing.assert_close(fast, plain, atol=1e-5, rtol=0)
 
 
-def test_fusion_weights_are_a_softmax_over_modalities():
-    net = small_net()
+def test_fusion_weights_are_a_softmax_over_modalities(device):
+    net = small_net(device=device)
     with torch.no_grad():
-        w = net.fusion_weights(*net.forward_features(*pair(6, 7)))
-    torch.testing.assert_close(w[:, 0] + w[:, 2], torch.ones(1, 6, 7))  # L part: ir + vi
-    torch.testing.assert_close(w[:, 1] + w[:, 3], torch.ones(1, 6, 7))  # S part
+        w = net.fusion_weights(*net.forward_features(*pair(6, 7, device=device)))
+    ones = torch.ones(1, 6, 7, device=device)
+    torch.testing.assert_close(w[:, 0] + w[:, 2], ones)  # L part: ir + vi
+    torch.testing.assert_close(w[:, 1] + w[:, 3], ones)  # S part
 
 
-def test_tiled_inference_is_seamless():
+def test_tiled_inference_is_seamless(device):
     from causalfuse.fuse import run_tiled
 
-    net = small_net().eval()
-    ir, vi = pair(70, 53)
+    net = small_net(device=device).eval()
+    ir, vi = pair(70, 53, device=device)
     with torch.no_grad():
         whole = net(ir, vi)
         tiled = run_tiled(net, ir, vi, tile=24, overlap=net.receptive_radius)
@@ -144,12 +145,12 @@ def test_dictionary_of_wrong_size_is_refused():
         net.set_dictionaries(torch.randn(6, D), torch.randn(6, D))
 
 
-def test_bad_input_shapes_are_refused():
-    net = small_net()
+def test_bad_input_shapes_are_refused(device):
+    net = small_net(device=device)
     with pytest.raises(CausalFuseError, match="same shape"):
-        net(torch.rand(1, 1, 8, 8), torch.rand(1, 1, 8, 9))
+        net(torch.rand(1, 1, 8, 8, device=device), torch.rand(1, 1, 8, 9, device=device))
     with pytest.raises(CausalFuseError, match="at least 2 x 2"):
-        net(torch.rand(1, 1, 1, 8), torch.rand(1, 1, 1, 8))
+        net(torch.rand(1, 1, 1, 8, device=device), torch.rand(1, 1, 1, 8, device=device))
 
 
 def test_lrrnet_initialisation_loads_both_encoders(lrrnet_weights):
@@ -179,12 +180,13 @@ def _backdoor_by_hand(branch, x, normalise: bool) -> torch.Tensor:
 
 @pytest.mark.parametrize("normalise", [True, False])
 @pytest.mark.parametrize("prior", ["uniform", "empirical"])
-def test_backdoor_expectation_matches_its_definition(normalise, prior):
+def test_backdoor_expectation_matches_its_definition(normalise, prior, device):
     torch.manual_seed(0)
     net = CausalFusionNet(NetConfig(dict_size=5, dict_dim=8, normalise_expectation=normalise, prior=prior))
     freq = torch.tensor([5.0, 1.0, 2.0, 7.0, 3.0])
     net.set_dictionaries(torch.randn(5, 8) * 3, torch.randn(5, 8) * 3, ir_frequencies=freq, vi_frequencies=freq)
-    x = torch.randn(2, 256, 6, 7)
+    net.to(device)
+    x = torch.randn(2, 256, 6, 7).to(device)
     got = net.baffm.ir(x)
     assert torch.allclose(got, _backdoor_by_hand(net.baffm.ir, x, normalise), atol=1e-5)
     # The literal product is the normalised expectation scaled by sum_i lambda_i P(z_i) (1/N when uniform).

@@ -133,17 +133,17 @@ def test_batches_are_a_function_of_the_step():
 # -- training and resume -----------------------------------------------------
 
 
-def test_resume_reproduces_an_uninterrupted_run(tiny, tmp_path):
+def test_resume_reproduces_an_uninterrupted_run(tiny, tmp_path, device):
     # the resume falls inside the head-only warm start and crosses into full training
-    straight = train(_cfg(tiny, tmp_path / "a", head_only_steps=3))
+    straight = train(_cfg(tiny, tmp_path / "a", head_only_steps=3, device=str(device)))
     assert straight.stopped == "done" and straight.step == 4 and len(straight.losses) == 4
 
-    first = train(_cfg(tiny, tmp_path / "b", head_only_steps=3), stop_after=2)  # "interrupted" after 2 steps
+    first = train(_cfg(tiny, tmp_path / "b", head_only_steps=3, device=str(device)), stop_after=2)  # "interrupted" after 2 steps
     assert first.step == 2 and not (tmp_path / "b" / "model.safetensors").exists()
     # a later row in the log (e.g. written after the checkpoint) must not survive the resume
     with open(tmp_path / "b" / "log.csv", "a") as f:
         f.write("3,9,9,9,9,9,9,9\n")
-    second = train(_cfg(tiny, tmp_path / "b", head_only_steps=3), resume=True)
+    second = train(_cfg(tiny, tmp_path / "b", head_only_steps=3, device=str(device)), resume=True)
     assert second.step == 4
     assert np.allclose(first.losses + second.losses, straight.losses, rtol=0, atol=1e-6)
 
@@ -178,8 +178,8 @@ def test_resume_reproduces_an_uninterrupted_run(tiny, tmp_path):
     assert read_metadata(tmp_path / "exported.safetensors")["info"]["budget"]["steps"] == 4
 
 
-def test_head_lr_and_budget_stop(tiny, tmp_path):
-    res = train(_cfg(tiny, tmp_path / "r", head_lr=1e-3, steps=50, max_minutes=1e-4))
+def test_head_lr_and_budget_stop(tiny, tmp_path, device):
+    res = train(_cfg(tiny, tmp_path / "r", head_lr=1e-3, steps=50, max_minutes=1e-4, device=str(device)))
     assert res.stopped == "budget" and res.step == 1
     rows = _log(tmp_path / "r")
     assert (float(rows[0]["lr"]), float(rows[0]["head_lr"])) == (1e-4, 1e-3)
@@ -319,8 +319,8 @@ def test_sigterm_saves_a_checkpoint_and_exits(tiny, tmp_path):
     assert not (run / "model.safetensors").exists()
 
 
-def test_bf16_autocast_option_runs(tiny, tmp_path):
-    res = train(_cfg(tiny, tmp_path / "r", steps=2, amp="bf16"))
+def test_bf16_autocast_option_runs(tiny, tmp_path, device):
+    res = train(_cfg(tiny, tmp_path / "r", steps=2, amp="bf16", device=str(device)))
     assert res.step == 2 and all(np.isfinite(res.losses))
     # the saved weights stay float32
     assert {v.dtype for v in load_file(str(tmp_path / "r" / "model.safetensors")).values()} == {torch.float32}
