@@ -245,3 +245,48 @@ def test_kernels_are_compiled_only_for_jobs_large_enough_to_pay(ckpt, monkeypatc
     fuse(grey(20, 30), grey(20, 30), method="causalfuse", weights=ckpt, device="cpu")
     assert created == [600]
 
+
+# -- bf16 -------------------------------------------------------------------------------------------
+def test_bf16_is_within_its_stated_tolerance_of_fp32(device):
+    from causalfuse.fuse import BF16_TOLERANCE
+    from causalfuse.synthetic import synthetic_pair
+
+    ir, vi = synthetic_pair(72, 96, seed=3)
+    eight_bit = {p: np.rint(fuse(ir, vi, device=device, precision=p) * 255) for p in ("fp32", "bf16")}
+    diff = np.abs(eight_bit["bf16"] - eight_bit["fp32"])
+    assert diff.max() <= BF16_TOLERANCE
+    assert diff.mean() > 0, "bf16 gave fp32's image: it did not run in bf16"
+
+
+def test_bf16_is_refused_where_it_does_not_apply(tmp_path, capsys):
+    with pytest.raises(CausalFuseError, match="average is not a network, so it has no bf16 mode"):
+        fuse(grey(8, 8), grey(8, 8), method="average", precision="bf16")
+    with pytest.raises(CausalFuseError, match="bf16 runs with the pytorch backend only"):
+        fuse(grey(8, 8), grey(8, 8), device="cpu", backend="onnxruntime", precision="bf16")
+    with pytest.raises(CausalFuseError, match="unknown precision 'fp16': choose fp32 or bf16"):
+        fuse(grey(8, 8), grey(8, 8), device="cpu", precision="fp16")
+    a = save(tmp_path / "a.png", grey(10, 10))
+    for extra in (["--method", "average"], ["--backend", "onnxruntime"]):
+        assert main(["fuse", "--ir", str(a), "--vi", str(a), "-o", str(tmp_path / "f.png"), "--precision", "bf16", *extra]) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and "bf16" in err, err
+    assert not (tmp_path / "f.png").exists()
+
+
+def test_folder_records_its_precision(tmp_path, ckpt, capsys):
+    import json
+
+    ir_dir, vi_dir = make_folders(tmp_path, ["a", "b"])
+    out = tmp_path / "out"
+    args = ["fuse", "--ir", str(ir_dir), "--vi", str(vi_dir), "-o", str(out), "--weights", str(ckpt), "--device", "cpu", "-q"]
+    assert main(args + ["--precision", "bf16"]) == 0
+    assert json.loads((out / PRODUCER_FILE).read_text())["precision"] == "bf16"
+    (out / "b.png").unlink()
+    assert main(args) == 2, "fp32 images must not be mixed into a bf16 folder"
+    assert "bf16" in capsys.readouterr().err
+    # A folder recorded before there was a choice was made in fp32, and resumes so.
+    record = json.loads((out / PRODUCER_FILE).read_text())
+    del record["precision"]
+    (out / PRODUCER_FILE).write_text(json.dumps(record))
+    assert main(args) == 0
+    assert "1 fused, 1 already there" in capsys.readouterr().out

@@ -192,7 +192,7 @@ def test_another_producer_is_refused_unless_overwrite(tmp_path, ckpt, capsys):
     base = ["fuse", "--ir", str(ir_dir), "--vi", str(vi_dir), "-o", str(out), "-q"]
     assert main(base + ["--method", "average"]) == 0
     record = json.loads((out / PRODUCER_FILE).read_text())
-    assert record == {"bits": 8, "method": "average", "overwriting": False, "weights_sha256": None}
+    assert record == {"bits": 8, "method": "average", "overwriting": False, "precision": "fp32", "weights_sha256": None}
     first = (out / "a.png").read_bytes()
 
     assert main(base + ["--method", "max-abs"]) == 2

@@ -139,6 +139,19 @@ def test_tiled_inference_is_seamless(device):
     assert (too_little - whole).abs().max() > 1e-4
 
 
+def test_bf16_autocast_gives_float32_images_close_to_fp32(device):
+    net = small_net(device=device).eval()
+    ir, vi = pair(21, 18, device=device)
+    with torch.inference_mode():
+        ref = net(ir, vi)
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            z_ir, _ = net.forward_features(ir, vi)
+            out = net(ir, vi)
+    assert z_ir.dtype == torch.bfloat16 and out.dtype == torch.float32
+    # Measured 1.0 grey level at most on the CPU (the image's spread: 20 grey levels).
+    assert float((out - ref).abs().max()) * 255 < 3
+
+
 def test_dictionary_of_wrong_size_is_refused():
     net = small_net()
     with pytest.raises(CausalFuseError, match=r"shape \(6, 8\).*N=5"):

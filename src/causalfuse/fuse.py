@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Callable, Literal, Union
 import numpy as np
 import torch
 
+from ._device import BF16_TOLERANCE, PRECISIONS, Precision
 from ._pipeline import InOrderWriter, prefetch
 from .data.paired import Pair, find_pairs
 from .errors import CausalFuseError
@@ -43,7 +44,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "fuse", "fuse_registered", "fuse_folder", "create_backend_method", "FolderResult", "luminance_pair", "run_tiled",
-    "refuse_inputs_as_outputs", "PRODUCER_FILE",
+    "refuse_inputs_as_outputs", "PRODUCER_FILE", "BF16_TOLERANCE", "check_precision",
 ]
 
 #: The record, in an output folder, of what produced the images in it.
@@ -97,18 +98,42 @@ Backend = Literal["pytorch", "onnxruntime"]
 BACKENDS = ("pytorch", "onnxruntime")
 
 
+def check_precision(method: str | FusionMethod, backend: str, precision: str) -> None:
+    """Refuse, before any work, a precision that ``method`` on ``backend`` cannot run in."""
+    from .models.methods import NETWORK_METHODS
+
+    if precision not in PRECISIONS:
+        raise CausalFuseError(f"unknown precision {precision!r}: choose {' or '.join(PRECISIONS)}")
+    if precision == "fp32":
+        return
+    if backend != "pytorch":
+        raise CausalFuseError(f"precision {precision} runs with the pytorch backend only (the ONNX export runs in fp32)")
+    if not isinstance(method, str):
+        raise CausalFuseError("precision chooses how a method is built: pass the method's name, not a created method")
+    if method not in NETWORK_METHODS:
+        raise CausalFuseError(
+            f"{method} is not a network, so it has no {precision} mode; precision {precision} applies to {', '.join(NETWORK_METHODS)}"
+        )
+
+
 def create_backend_method(
-    method: str, weights: str | os.PathLike | None, device: str, backend: Backend = "pytorch", onnx: str | os.PathLike | None = None
+    method: str, weights: str | os.PathLike | None, device: str, backend: Backend = "pytorch", onnx: str | os.PathLike | None = None,
+    precision: Precision = "fp32",
 ) -> FusionMethod:
     """Build ``method`` to run on ``backend``: PyTorch, or its ONNX export in ONNX Runtime (:mod:`causalfuse.export`).
 
     ``onnx`` is the export to run (``backend="onnxruntime"`` only; None
-    exports the network once into a cache).
+    exports the network once into a cache). ``precision`` is that of
+    :func:`fuse`.
     """
+    check_precision(method, backend, precision)
     if backend == "pytorch":
         if onnx is not None:
             raise CausalFuseError(f"an ONNX file ({onnx}) runs with the onnxruntime backend; add --backend onnxruntime")
-        return create_method(method, weights=weights, device=device)
+        fn = create_method(method, weights=weights, device=device)
+        if precision != "fp32":
+            fn.set_precision(precision)
+        return fn
     if backend == "onnxruntime":
         from .export import onnxruntime_method
 
@@ -129,6 +154,7 @@ def fuse(
     register: bool | str = False,
     transform: "str | os.PathLike | Transform | None" = None,
     uncovered: Literal["visible", "crop"] = "visible",
+    precision: Precision = "fp32",
 ) -> np.ndarray:
     """Fuse one infrared-visible pair.
 
@@ -157,6 +183,12 @@ def fuse(
         uncovered: visible pixels the registered infrared image does not
             cover show the visible image (``visible``), or the result is
             cropped to the largest covered rectangle (``crop``).
+        precision: ``fp32``, or ``bf16`` to run a network (``causalfuse``,
+            ``causalfuse-nobaffm``, ``lrrnet``; PyTorch backend) under
+            bfloat16 autocast, on CUDA or the CPU
+            (:meth:`~causalfuse.models.methods.NetworkMethod.set_precision`
+            says which parts run in bfloat16). 8-bit outputs are within
+            :data:`BF16_TOLERANCE` grey levels of fp32's.
 
     Returns:
         The fused image, float32 in [0, 1]: (H, W, 3) when the visible image is
@@ -164,24 +196,27 @@ def fuse(
 
     Raises:
         CausalFuseError: unreadable inputs, NaN or out-of-range values, sizes
-            that differ, or a method whose output is not finite.
+            that differ, a method whose output is not finite, or ``bf16`` for
+            a method that is not a network or with ONNX Runtime.
     """
     if register or transform is not None:
         return fuse_registered(
             ir, vi, method, weights, device, progress=progress,
             model=register if isinstance(register, str) else None, transform=transform, uncovered=uncovered,
-            backend=backend, onnx=onnx,
+            backend=backend, onnx=onnx, precision=precision,
         )[0]
+    check_precision(method, backend, precision)
     ir_y, vi_y, cbcr = luminance_pair(ir, vi)
-    fn = _method(method, weights, device, ir_y.size, backend, onnx)
+    fn = _method(method, weights, device, ir_y.size, backend, onnx, precision)
     return _recombine(_call(fn, ir_y, vi_y, progress=progress), cbcr)
 
 
 def _method(
-    method: str | FusionMethod, weights, device: str, pixels: int, backend: "Backend" = "pytorch", onnx=None
+    method: str | FusionMethod, weights, device: str, pixels: int, backend: "Backend" = "pytorch", onnx=None,
+    precision: Precision = "fp32",
 ) -> FusionMethod:
     if isinstance(method, str):
-        fn = create_backend_method(method, weights, device, backend, onnx)
+        fn = create_backend_method(method, weights, device, backend, onnx, precision)
         _plan(fn, pixels)  # one pair: compile the kernels only if it is large
         return fn
     if backend != "pytorch" or onnx is not None:
@@ -203,6 +238,7 @@ def fuse_registered(
     registration: dict | None = None,
     backend: Backend = "pytorch",
     onnx: str | os.PathLike | None = None,
+    precision: Precision = "fp32",
 ) -> "tuple[np.ndarray, Registered]":
     """Register the infrared image to the visible one, then fuse on the visible grid.
 
@@ -219,6 +255,7 @@ def fuse_registered(
 
     if uncovered not in ("visible", "crop"):
         raise CausalFuseError(f"uncovered={uncovered!r}: choose 'visible' or 'crop'")
+    check_precision(method, backend, precision)
     ir_img, ir_name = _as_image(ir, "infrared")
     vi_img, vi_name = _as_image(vi, "visible")
     source = "the transform"
@@ -240,7 +277,7 @@ def fuse_registered(
     # Uncovered pixels: the network sees the visible image twice there, and
     # the result shows the visible image.
     ir_y = np.where(covered, ir_y, vi_y)
-    fn = _method(method, weights, device, ir_y.size, backend, onnx)
+    fn = _method(method, weights, device, ir_y.size, backend, onnx, precision)
     fused_y = np.where(covered, _call(fn, ir_y, vi_y, progress=progress), vi_y)
     return _recombine(fused_y, cbcr), reg
 
@@ -378,7 +415,8 @@ def producer_record(method: str, weights: str | os.PathLike | None, bits: int) -
 def _describe(record: dict) -> str:
     digest = record.get("weights_sha256")
     weights = f" with weights sha256 {digest[:12]}..." if digest else ""
-    return f"{record.get('method')}{weights}, {record.get('bits')}-bit"
+    precision = f", {record['precision']}" if record.get("precision", "fp32") != "fp32" else ""
+    return f"{record.get('method')}{weights}, {record.get('bits')}-bit{precision}"
 
 
 def _read_producer(out_dir: Path) -> dict | None:
@@ -431,6 +469,7 @@ def fuse_folder(
     registration: dict | None = None,
     backend: Backend = "pytorch",
     onnx: str | os.PathLike | None = None,
+    precision: Precision = "fp32",
 ) -> FolderResult:
     """Fuse every pair of two folders (matched by file stem) into ``out_dir``.
 
@@ -443,9 +482,10 @@ def fuse_folder(
     accept files of type ``ext`` at ``bits``, and images already there must
     have been made by the same method, weights (by content) and bit depth,
     as recorded in the folder's :data:`PRODUCER_FILE` (``overwrite`` replaces
-    them and the record). ``backend`` and ``onnx`` are those of :func:`fuse`;
-    the backend is not part of the record (both give the same images within
-    one grey level).
+    them and the record). ``backend``, ``onnx`` and ``precision`` are those
+    of :func:`fuse`; the backend is not part of the record (both give the
+    same images within one grey level), the precision is (folders recorded
+    without one were made in fp32).
 
     With ``register`` (or a ``transform``) each pair is registered first,
     as :func:`fuse_registered` does, and its transform is written beside its
@@ -460,6 +500,7 @@ def fuse_folder(
 
     from tqdm import tqdm
 
+    check_precision(method, backend, precision)
     pairs = find_pairs(ir_dir, vi_dir, skip_unmatched=skip_unmatched)
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
@@ -484,6 +525,7 @@ def fuse_folder(
         producer = {"method": method, "weights_sha256": fn.weights_sha256, "bits": int(bits)}
     else:
         producer = producer_record(method, weights, bits)
+    producer["precision"] = precision
     if registering:
         producer["register"] = {
             "model": transform.model if transform is not None else (model or "affine"),
@@ -493,6 +535,8 @@ def fuse_folder(
     existing = [t for _, t in targets if t.exists()]
     if existing and not overwrite:
         recorded = _read_producer(out_dir)
+        if recorded is not None:
+            recorded.setdefault("precision", "fp32")  # written before there was a choice
         if recorded is None:
             raise CausalFuseError(
                 f"{out_dir}: already holds {len(existing)} of these outputs ({existing[0].name}, ...) with no record of what "
@@ -519,7 +563,7 @@ def fuse_folder(
     if not todo:
         return result
     if fn is None:
-        fn = create_method(method, weights=weights, device=device)
+        fn = create_backend_method(method, weights, device, precision=precision)
     _plan(fn, _pixels(todo[0][0].ir) * len(todo))  # the first pair's size for all: compile only if the run is large
     # While an overwrite is under way the folder holds old and new images: the
     # record says so until every output has been replaced.

@@ -32,6 +32,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="run the network in PyTorch (default) or its ONNX export in ONNX Runtime (pip install \"causalfuse[onnx]\")",
     )
     p.add_argument(
+        "--precision", choices=("fp32", "bf16"), default="fp32",
+        help="what the network computes in: fp32 (default), or bf16 (bfloat16 autocast, on CUDA or a CPU with bfloat16; "
+        "networks only, pytorch backend; 8-bit images within 3 grey levels of fp32's)",
+    )
+    p.add_argument(
         "--onnx", type=Path, default=None, metavar="FILE",
         help="with --backend onnxruntime: the export to run (causalfuse export), made from --method and --weights; "
         "default: exported once into ~/.cache/causalfuse/onnx",
@@ -73,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         res = fuse_folder(
             ir, vi, out, args.method, args.weights, args.device,
             overwrite=args.overwrite, skip_unmatched=args.skip_unmatched, ext=ext, bits=args.bits,
-            progress=not args.quiet, keep_going=args.keep_going, backend=args.backend, onnx=args.onnx,
+            progress=not args.quiet, keep_going=args.keep_going, backend=args.backend, onnx=args.onnx, precision=args.precision,
             **({"register": args.model or True, "transform": transform, "uncovered": args.uncovered,
                 "registration": reg_options} if registering else {}),
         )
@@ -100,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
         fused, reg = fuse_registered(
             ir, vi, args.method, args.weights, args.device, progress=not args.quiet,
             model=args.model, transform=transform, uncovered=args.uncovered, registration=reg_options,
-            backend=args.backend, onnx=args.onnx,
+            backend=args.backend, onnx=args.onnx, precision=args.precision,
         )
         write_image(out, fused, bits=args.bits)
         t = reg.transform
@@ -111,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     fused = fuse(
         ir, vi, method=args.method, weights=args.weights, device=args.device, progress=not args.quiet,
-        backend=args.backend, onnx=args.onnx,
+        backend=args.backend, onnx=args.onnx, precision=args.precision,
     )
     write_image(out, fused, bits=args.bits)
     print(f"fused -> {out}")

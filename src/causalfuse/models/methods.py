@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from importlib import resources
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .._device import resolve_device
+from .._device import PRECISIONS, Precision, resolve_device
 from ..errors import CausalFuseError
 from .registry import register_method
 
@@ -58,6 +59,9 @@ class TiledMethod:
     def forward(self, ir: torch.Tensor, vi: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def _precision_context(self) -> contextlib.AbstractContextManager:
+        return contextlib.nullcontext()
+
     def __call__(self, ir: np.ndarray, vi: np.ndarray) -> np.ndarray:
         from ..fuse import run_tiled
 
@@ -65,7 +69,7 @@ class TiledMethod:
             ir, vi = self._prepare(ir), self._prepare(vi)
         ir_t = torch.from_numpy(np.ascontiguousarray(ir, dtype=np.float32))[None, None].to(self.device)
         vi_t = torch.from_numpy(np.ascontiguousarray(vi, dtype=np.float32))[None, None].to(self.device)
-        with torch.inference_mode():
+        with torch.inference_mode(), self._precision_context():
             out = run_tiled(self.forward, ir_t, vi_t, tile=self.tile, overlap=self.overlap, progress=self.progress)
         out = out[0, 0].float().cpu().numpy()
         return self._finish(out) if self._finish is not None else out
@@ -84,6 +88,34 @@ class NetworkMethod(TiledMethod):
         super().__init__(device, tile=tile, overlap=overlap, prepare=prepare, finish=finish)
         self.net = net.to(device).eval()
         self.n_parameters = sum(p.numel() for p in net.parameters())
+        self.precision: Precision = "fp32"
+
+    def set_precision(self, precision: Precision) -> None:
+        """Run the network in ``fp32`` (default) or ``bf16``.
+
+        ``bf16`` runs the forward pass under ``torch.autocast`` with bfloat16,
+        on CUDA where the GPU supports bfloat16, and on the CPU (PyTorch's CPU
+        autocast; its speed there has not been measured). The LRR encoders
+        then run wholly in bfloat16 (their fused kernels take the autocast
+        type explicitly), BAFFM and the reconstruction conv under autocast's
+        own rules (convolutions and matrix products in bfloat16); the
+        whole-image pre- and post-processing and the tiles' assembly stay
+        float32. 8-bit outputs are
+        within :data:`causalfuse._device.BF16_TOLERANCE` grey levels of fp32's.
+
+        Raises:
+            CausalFuseError: an unknown precision, or bf16 on a GPU without it.
+        """
+        if precision not in PRECISIONS:
+            raise CausalFuseError(f"unknown precision {precision!r}: choose {' or '.join(PRECISIONS)}")
+        if precision == "bf16" and self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise CausalFuseError(f"bf16 was asked for, but {torch.cuda.get_device_name(self.device)} does not support bfloat16; use fp32")
+        self.precision = precision
+
+    def _precision_context(self) -> contextlib.AbstractContextManager:
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
     #: Below this many pixels in one job, the eager LRR kernels finish before
     #: compiled ones would have paid for loading (measured on 2 cores with a
