@@ -259,8 +259,10 @@ def test_bf16_is_within_its_stated_tolerance_of_fp32(device):
 
 
 def test_bf16_is_refused_where_it_does_not_apply(tmp_path, capsys):
-    with pytest.raises(CausalFuseError, match="average is not a network, so it has no bf16 mode"):
+    with pytest.raises(CausalFuseError, match=r"average has no bf16 mode \(it is not a network\)"):
         fuse(grey(8, 8), grey(8, 8), method="average", precision="bf16")
+    with pytest.raises(CausalFuseError, match="lrrnet has no bf16 mode .*min-max normalisation.*applies to causalfuse, causalfuse-nobaffm"):
+        fuse(grey(8, 8), grey(8, 8), method="lrrnet", precision="bf16")
     with pytest.raises(CausalFuseError, match="bf16 runs with the pytorch backend only"):
         fuse(grey(8, 8), grey(8, 8), device="cpu", backend="onnxruntime", precision="bf16")
     with pytest.raises(CausalFuseError, match="unknown precision 'fp16': choose fp32 or bf16"):

@@ -100,7 +100,7 @@ BACKENDS = ("pytorch", "onnxruntime")
 
 def check_precision(method: str | FusionMethod, backend: str, precision: str) -> None:
     """Refuse, before any work, a precision that ``method`` on ``backend`` cannot run in."""
-    from .models.methods import NETWORK_METHODS
+    from .models.methods import BF16_METHODS, NETWORK_METHODS
 
     if precision not in PRECISIONS:
         raise CausalFuseError(f"unknown precision {precision!r}: choose {' or '.join(PRECISIONS)}")
@@ -110,10 +110,9 @@ def check_precision(method: str | FusionMethod, backend: str, precision: str) ->
         raise CausalFuseError(f"precision {precision} runs with the pytorch backend only (the ONNX export runs in fp32)")
     if not isinstance(method, str):
         raise CausalFuseError("precision chooses how a method is built: pass the method's name, not a created method")
-    if method not in NETWORK_METHODS:
-        raise CausalFuseError(
-            f"{method} is not a network, so it has no {precision} mode; precision {precision} applies to {', '.join(NETWORK_METHODS)}"
-        )
+    if method not in BF16_METHODS:
+        why = "its whole-image min-max normalisation magnifies bfloat16 rounding" if method in NETWORK_METHODS else "it is not a network"
+        raise CausalFuseError(f"{method} has no {precision} mode ({why}); precision {precision} applies to {', '.join(BF16_METHODS)}")
 
 
 def create_backend_method(
@@ -183,8 +182,8 @@ def fuse(
         uncovered: visible pixels the registered infrared image does not
             cover show the visible image (``visible``), or the result is
             cropped to the largest covered rectangle (``crop``).
-        precision: ``fp32``, or ``bf16`` to run a network (``causalfuse``,
-            ``causalfuse-nobaffm``, ``lrrnet``; PyTorch backend) under
+        precision: ``fp32``, or ``bf16`` to run the network of
+            ``causalfuse`` or ``causalfuse-nobaffm`` (PyTorch backend) under
             bfloat16 autocast, on CUDA or the CPU
             (:meth:`~causalfuse.models.methods.NetworkMethod.set_precision`
             says which parts run in bfloat16). 8-bit outputs are within
@@ -197,7 +196,7 @@ def fuse(
     Raises:
         CausalFuseError: unreadable inputs, NaN or out-of-range values, sizes
             that differ, a method whose output is not finite, or ``bf16`` for
-            a method that is not a network or with ONNX Runtime.
+            another method or with ONNX Runtime.
     """
     if register or transform is not None:
         return fuse_registered(

@@ -34,7 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--precision", choices=("fp32", "bf16"), default="fp32",
         help="what the network computes in: fp32 (default), or bf16 (bfloat16 autocast, on CUDA or a CPU with bfloat16; "
-        "networks only, pytorch backend; 8-bit images within 3 grey levels of fp32's)",
+        "causalfuse and causalfuse-nobaffm, pytorch backend; 8-bit images within 3 grey levels of fp32's)",
     )
     p.add_argument(
         "--onnx", type=Path, default=None, metavar="FILE",
