@@ -18,12 +18,14 @@ the compiled LRR kernels (``causalfuse fuse`` runs one pair under half a
 megapixel eagerly, larger ones and folders compiled): one warm-up call
 (which compiles), then the median of ``--repeats`` calls of the method, each a
 whole luminance pair from NumPy to NumPy (tiles, transfers, a synchronised
-device). ``agree`` fuses pairs (the first ``--max-pairs`` of every set under
-``--val``, or synthetic pairs without one) through :func:`causalfuse.fuse` on
-the device and on the CPU (eager kernels there: the same arithmetic without
-a compile wait) and checks that the 8-bit images agree within one grey level
-in fp32, and bf16 on the device within :data:`causalfuse.fuse.BF16_TOLERANCE`
-grey levels of fp32 on the device.
+device); a compiled row also gives its largest difference, in grey levels,
+from the eager row's image. ``agree`` fuses pairs (the first ``--max-pairs``
+of every set under ``--val``, or synthetic pairs without one) through
+:func:`causalfuse.fuse` on the device and on the CPU, with the eager kernels
+(the same arithmetic as the compiled ones, without compile waits), and checks
+that the 8-bit images agree within one grey level in fp32, and bf16 on the
+device within :data:`causalfuse.fuse.BF16_TOLERANCE` grey levels of fp32 on
+the device.
 
 Tested on a CPU with a tiny size (see the header of gpu_check.sh).
 """
@@ -123,10 +125,11 @@ def timing(args: argparse.Namespace) -> int:
 
     from causalfuse._device import resolve_device
     from causalfuse.fuse import create_backend_method
-    from causalfuse.models.lrr import LRREncoder
+    from causalfuse.models import lrr
 
     device = resolve_device(args.device)
     rows: list[dict] = []
+    eager_images: dict[tuple[str, str, str], np.ndarray] = {}
     failed = 0
     pairs = {size: _pair(*size) for size in args.sizes}
     # Eager rows first: if compiling is slow or fails, they are already written.
@@ -141,7 +144,7 @@ def timing(args: argparse.Namespace) -> int:
                     failed += 1
                     continue
                 for module in fn.net.modules():
-                    if isinstance(module, LRREncoder):
+                    if isinstance(module, lrr.LRREncoder):
                         module.compile = kernels == "compiled"
                 for (h, w), (ir, vi) in pairs.items():
                     row = {"method": method, "precision": precision, "kernels": kernels, "size": f"{h}x{w}"}
@@ -167,6 +170,17 @@ def timing(args: argparse.Namespace) -> int:
                             row["peak_gpu_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20)
                         if not np.isfinite(out).all():
                             raise RuntimeError("non-finite output")
+                        image = np.rint(np.clip(out, 0, 1) * 255)
+                        key = (method, precision, row["size"])
+                        if kernels == "eager":
+                            eager_images[key] = image
+                        else:
+                            if lrr._COMPILE_UNAVAILABLE is not None or any(
+                                k._compiled is False for k in (lrr._FIRST, lrr._UPDATE, lrr._PROJECT, lrr._RESIDUAL_TAPS)
+                            ):
+                                row["note"] = "compilation failed: these are the eager kernels"
+                            if key in eager_images:
+                                row["max_diff_vs_eager"] = float(np.abs(image - eager_images[key]).max())
                     except Exception as exc:  # noqa: BLE001 - out of memory, a compile failure, ...
                         row["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
                         failed += 1
@@ -206,11 +220,9 @@ def agreement(args: argparse.Namespace) -> int:
     rows: list[dict] = []
     failed = 0
 
-    def eight_bit(ir, vi, method, where, precision, compile_kernels=None):
-        if compile_kernels is not None:
-            os.environ["CAUSALFUSE_COMPILE"] = compile_kernels
-        else:
-            os.environ.pop("CAUSALFUSE_COMPILE", None)
+    os.environ["CAUSALFUSE_COMPILE"] = "0"
+
+    def eight_bit(ir, vi, method, where, precision):
         return np.rint(causalfuse.fuse(ir, vi, method=method, device=where, precision=precision) * 255)
 
     for method in args.methods:
@@ -218,7 +230,7 @@ def agreement(args: argparse.Namespace) -> int:
             row = {"method": method, "pair": name}
             try:
                 on_device = eight_bit(ir, vi, method, str(device), "fp32")
-                on_cpu = eight_bit(ir, vi, method, "cpu", "fp32", compile_kernels="0")
+                on_cpu = eight_bit(ir, vi, method, "cpu", "fp32")
                 bf16 = eight_bit(ir, vi, method, str(device), "bf16")
                 cross, low = np.abs(on_device - on_cpu), np.abs(bf16 - on_device)
                 row.update({
@@ -274,9 +286,10 @@ def report(args: argparse.Namespace) -> int:
     if timing_rows:
         md += ["## Fusion time (median of the repeats after one warm-up call; a whole luminance pair, NumPy to NumPy)", ""]
         md.append(_table(
-            ["method", "size", "precision", "kernels", "median ms", "MP/s", "first call s", "peak GPU MiB"],
-            [[r["method"], r.get("size", ""), r["precision"], r["kernels"], r.get("median_ms", r.get("error", "")),
-              r.get("megapixels_per_s", ""), r.get("first_call_s", ""), r.get("peak_gpu_mib", "")] for r in timing_rows],
+            ["method", "size", "precision", "kernels", "median ms", "MP/s", "first call s", "peak GPU MiB", "vs eager (grey levels)"],
+            [[r["method"], r.get("size", ""), r["precision"], r["kernels"] + (f" ({r['note']})" if "note" in r else ""),
+              r.get("median_ms", r.get("error", "")), r.get("megapixels_per_s", ""), r.get("first_call_s", ""),
+              r.get("peak_gpu_mib", ""), r.get("max_diff_vs_eager", "")] for r in timing_rows],
         ))
         md.append("")
     agree = merged.get("agreement") or {}
