@@ -8,8 +8,11 @@ absent.
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
@@ -57,6 +60,17 @@ def device() -> torch.device:
     """The device of the device-independent tests (``CAUSALFUSE_TEST_DEVICE``, default ``cpu``)."""
     return torch.device(TEST_DEVICE)
 
+
+
+def benchmark_module(script: str) -> ModuleType:
+    """A script of ``benchmarks/`` imported as a module (once per session), e.g. ``"lrr_plain"``."""
+    name = f"causalfuse_bench_{script}"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{script}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
 
 def shared_path(*parts: str) -> Path:
     """Path below the shared folder, or skip the test naming what is missing."""

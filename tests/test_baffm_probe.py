@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import copy
 import csv
-import importlib.util
-import sys
 
 import numpy as np
 import pytest
@@ -15,21 +13,10 @@ from PIL import Image
 from causalfuse.checkpoint import save_model
 from causalfuse.errors import CausalFuseError
 
-from .conftest import REPO
+from .conftest import benchmark_module
 from .test_net import pair, small_net
 
-
-def _probe_module():
-    name = "causalfuse_bench_baffm_probe"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / "baffm_probe.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-probe = _probe_module()
+probe = benchmark_module("baffm_probe")
 
 
 @pytest.mark.parametrize("normalise", [True, False])

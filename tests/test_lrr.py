@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 
 import numpy as np
 import pytest
@@ -23,18 +21,12 @@ from causalfuse.models.lrr import (
     soft_threshold,
 )
 
-from .conftest import REPO, shared_path
+from .conftest import benchmark_module, shared_path
 
 
 def _plain_module():
     """benchmarks/lrr_plain.py: the literal transcription of the specification."""
-    name = "causalfuse_bench_lrr_plain"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / "lrr_plain.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    return benchmark_module("lrr_plain")
 
 
 @pytest.fixture(scope="module")
