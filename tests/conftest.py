@@ -61,7 +61,6 @@ def device() -> torch.device:
     return torch.device(TEST_DEVICE)
 
 
-
 def benchmark_module(script: str) -> ModuleType:
     """A script of ``benchmarks/`` imported as a module (once per session), e.g. ``"lrr_plain"``."""
     name = f"causalfuse_bench_{script}"
@@ -71,6 +70,7 @@ def benchmark_module(script: str) -> ModuleType:
         sys.modules[name] = module
         spec.loader.exec_module(module)
     return sys.modules[name]
+
 
 def shared_path(*parts: str) -> Path:
     """Path below the shared folder, or skip the test naming what is missing."""
