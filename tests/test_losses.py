@@ -8,8 +8,10 @@ from causalfuse.losses import (
     FusionLoss,
     LossWeights,
     fusion_loss,
+    gaussian_blur,
     gradient_loss,
     intensity_loss,
+    intensity_target,
     sobel_magnitude,
     ssim,
     ssim_loss,
@@ -108,10 +110,43 @@ def test_intensity_target_mean_and_max(device):
         intensity_loss(f, ir, vi, target="min")
 
 
+def test_gaussian_blur_matches_scipy_and_keeps_constants(device):
+    ndimage = pytest.importorskip("scipy.ndimage")
+    x = _rand(1, 1, 40, 48, seed=5, dtype=torch.float64, device=device)
+    # torch's "reflect" padding is scipy's "mirror"; radius ceil(3 sigma) is scipy's truncate=3 for these sigmas
+    for sigma in (1.0, 2.5, 5.0):
+        ref = ndimage.gaussian_filter(x[0, 0].cpu().numpy(), sigma, mode="mirror", truncate=3.0)
+        assert torch.allclose(gaussian_blur(x, sigma)[0, 0].cpu(), torch.from_numpy(ref), atol=1e-12)
+    c = torch.full((2, 1, 33, 33), 0.3, device=device)
+    assert torch.allclose(gaussian_blur(c, 5.0), c, atol=1e-6)
+    with pytest.raises(CausalFuseError, match="sigma 5.0 needs images larger than 15 pixels"):
+        gaussian_blur(torch.zeros(1, 1, 15, 40, device=device), 5.0)
+
+
+def test_detail_sum_target_keeps_both_sources_details(device):
+    ir = _rand(2, 1, 40, 40, seed=1, dtype=torch.float64, device=device) * 0.1 + 0.3
+    vi = _rand(2, 1, 40, 40, seed=2, dtype=torch.float64, device=device) * 0.1 + 0.4
+    t = intensity_target(ir, vi, "detail-sum", detail_sigma=2.0)
+    base_ir, base_vi = gaussian_blur(ir, 2.0), gaussian_blur(vi, 2.0)
+    assert 0 < float(t.min()) and float(t.max()) < 1  # no clipping happens here
+    # mean brightness of the two bases, each source's detail at full contrast
+    assert torch.allclose(t, (base_ir + base_vi) / 2 + (ir - base_ir) + (vi - base_vi), atol=1e-12)
+    # constant sources: no detail, so the target is their mean
+    a, b = torch.full((1, 1, 20, 20), 0.2, device=device), torch.full((1, 1, 20, 20), 0.6, device=device)
+    assert torch.allclose(intensity_target(a, b, "detail-sum"), torch.full_like(a, 0.4), atol=1e-6)
+    # clipped to [0, 1] where details add up beyond the range
+    hi = torch.zeros(1, 1, 32, 32, device=device)
+    hi[..., 16, 16] = 1.0
+    clipped = intensity_target(hi, hi, "detail-sum", detail_sigma=2.0)
+    assert float(clipped.max()) == 1.0 and float(clipped.min()) == 0.0
+    w = LossWeights(intensity=1.0, gradient=0.0, ssim=0.0, intensity_target="detail-sum", detail_sigma=2.0)
+    assert float(fusion_loss(t.float(), ir.float(), vi.float(), weights=w)["loss"]) < 1e-6
+
+
 def test_loss_weights_from_dict_fills_legacy_target_and_refuses_bad_values():
     assert LossWeights.from_dict({"intensity": 1, "gradient": 2, "ssim": 0.5}).intensity_target == "max"
     assert LossWeights.from_dict({"intensity_target": "mean", "gradient": "5"}) == LossWeights(gradient=5.0, intensity_target="mean")
-    with pytest.raises(CausalFuseError, match="intensity_target must be one of max, mean, got 'median'"):
+    with pytest.raises(CausalFuseError, match="intensity_target must be one of max, mean, detail-sum, got 'median'"):
         LossWeights.from_dict({"intensity_target": "median"})
     with pytest.raises(CausalFuseError, match="unknown loss weight keys: colour"):
         LossWeights.from_dict({"colour": 1})

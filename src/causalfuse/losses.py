@@ -7,7 +7,11 @@ doi:10.1016/j.inffus.2021.12.004, plus an SSIM term as in many successors):
 * intensity:  ``L1(F, T)`` with the target T chosen by ``intensity_target``:
   ``max`` = ``max(IR, VI)``, the pixel-wise maximum (SeAFusion's, and the
   first default: it pulls every pixel to the brighter source and washes the
-  image out), or ``mean`` = ``(IR + VI) / 2``;
+  image out), ``mean`` = ``(IR + VI) / 2``, or ``detail-sum`` =
+  ``(B_IR + B_VI) / 2 + (IR - B_IR) + (VI - B_VI)`` clipped to [0, 1], with
+  ``B_X`` the Gaussian blur of X (sigma ``detail_sigma`` pixels): the
+  sources' mean brightness with *both* sources' details at full contrast
+  (``mean`` halves each source's details, ``max`` drops the darker one's);
 * gradient:   ``L1(|grad F|, max(|grad IR|, |grad VI|))`` with the Sobel
   magnitude ``|grad X| = |Sobel_x X| + |Sobel_y X|`` (SeAFusion's form;
   replicate-padded so the map keeps its size);
@@ -29,6 +33,7 @@ All inputs are (B, 1, H, W) tensors in [0, 1] with H, W >= the SSIM window.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 
 import torch
@@ -40,6 +45,8 @@ from .errors import CausalFuseError
 __all__ = [
     "LossWeights",
     "INTENSITY_TARGETS",
+    "gaussian_blur",
+    "intensity_target",
     "sobel_magnitude",
     "ssim",
     "intensity_loss",
@@ -50,7 +57,7 @@ __all__ = [
 ]
 
 
-INTENSITY_TARGETS = ("max", "mean")
+INTENSITY_TARGETS = ("max", "mean", "detail-sum")
 
 
 @dataclass
@@ -61,6 +68,8 @@ class LossWeights:
     gradient: float = 2.0
     ssim: float = 0.5
     intensity_target: str = "max"
+    #: Gaussian sigma (pixels) of the base layer of the ``detail-sum`` target.
+    detail_sigma: float = 5.0
 
     #: Values of options added after the first release, for configurations
     #: written before them (they have no such key).
@@ -131,16 +140,36 @@ def ssim(x: torch.Tensor, y: torch.Tensor, *, window: int = 11, sigma: float = 1
     return s.flatten(1).mean(dim=1)
 
 
-def intensity_loss(fused: torch.Tensor, ir: torch.Tensor, vi: torch.Tensor, *, target: str = "max") -> torch.Tensor:
-    """``mean |F - T|`` with T = ``max(IR, VI)`` (``target="max"``) or ``(IR + VI) / 2`` (``"mean"``)."""
-    _check(fused, ir, vi)
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of (B, 1, H, W), radius ``ceil(3 sigma)``, reflect-padded: (B, 1, H, W)."""
+    radius = max(1, math.ceil(3 * sigma))
+    if radius >= min(x.shape[-2:]):
+        raise CausalFuseError(f"blur of sigma {sigma} needs images larger than {radius} pixels, got {tuple(x.shape[-2:])}")
+    r = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
+    g = torch.exp(-(r**2) / (2 * sigma**2))
+    g = g / g.sum()
+    x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="reflect"), g.view(1, 1, 1, -1))
+    return F.conv2d(F.pad(x, (0, 0, radius, radius), mode="reflect"), g.view(1, 1, -1, 1))
+
+
+def intensity_target(ir: torch.Tensor, vi: torch.Tensor, target: str = "max", *, detail_sigma: float = 5.0) -> torch.Tensor:
+    """The target T of the intensity term (see the module text): (B, 1, H, W) in [0, 1]."""
     if target == "max":
-        t = torch.maximum(ir, vi)
-    elif target == "mean":
-        t = 0.5 * (ir + vi)
-    else:
-        raise CausalFuseError(f"intensity target must be one of {', '.join(INTENSITY_TARGETS)}, got {target!r}")
-    return (fused - t).abs().mean()
+        return torch.maximum(ir, vi)
+    if target == "mean":
+        return 0.5 * (ir + vi)
+    if target == "detail-sum":
+        base = 0.5 * (gaussian_blur(ir, detail_sigma) + gaussian_blur(vi, detail_sigma))
+        return (ir + vi - base).clamp(0.0, 1.0)
+    raise CausalFuseError(f"intensity target must be one of {', '.join(INTENSITY_TARGETS)}, got {target!r}")
+
+
+def intensity_loss(
+    fused: torch.Tensor, ir: torch.Tensor, vi: torch.Tensor, *, target: str = "max", detail_sigma: float = 5.0
+) -> torch.Tensor:
+    """``mean |F - T|`` with T from :func:`intensity_target`."""
+    _check(fused, ir, vi)
+    return (fused - intensity_target(ir, vi, target, detail_sigma=detail_sigma)).abs().mean()
 
 
 def gradient_loss(fused: torch.Tensor, ir: torch.Tensor, vi: torch.Tensor) -> torch.Tensor:
@@ -177,7 +206,7 @@ def fusion_loss(
     weights = weights or LossWeights()
     _check(fused, ir, vi, min_size=window)
     terms = {
-        "intensity": intensity_loss(fused, ir, vi, target=weights.intensity_target),
+        "intensity": intensity_loss(fused, ir, vi, target=weights.intensity_target, detail_sigma=weights.detail_sigma),
         "gradient": gradient_loss(fused, ir, vi),
         "ssim": ssim_loss(fused, ir, vi, window=window),
     }
