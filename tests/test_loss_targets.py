@@ -1,0 +1,50 @@
+"""benchmarks/loss_targets.py: the loss targets scored as images, and its command."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from causalfuse.losses import intensity_target
+
+from .conftest import benchmark_module
+
+targets = benchmark_module("loss_targets")
+
+
+@pytest.mark.parametrize("name", ["max", "mean", "detail-sum"])
+def test_target_method_is_the_loss_target(name):
+    rng = np.random.default_rng(0)
+    ir, vi = rng.random((2, 40, 50), dtype=np.float32)
+    expected = intensity_target(torch.from_numpy(ir)[None, None], torch.from_numpy(vi)[None, None], name, detail_sigma=3.0)
+    np.testing.assert_array_equal(targets.target_method(name, 3.0)(ir, vi), expected[0, 0].numpy())
+
+
+def _write_set(root, name, n):
+    rng = np.random.default_rng(1)
+    for sub in ("ir", "vi"):
+        (root / name / sub).mkdir(parents=True)
+    for i in range(n):
+        base = rng.integers(40, 200, (64, 72), dtype=np.uint8)
+        Image.fromarray(base).save(root / name / "ir" / f"{i:02d}.png")
+        Image.fromarray(np.roll(base, 3, axis=1) // 2 + 30).save(root / name / "vi" / f"{i:02d}.png")
+
+
+def test_command_prints_one_row_per_set_and_target_with_its_count(tmp_path, capsys):
+    _write_set(tmp_path, "A", 3)
+    _write_set(tmp_path, "B", 1)
+    assert targets.main(["--val", str(tmp_path), "--max-images", "2", "--sigmas", "2", "6"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| A") or line.startswith("| B")]
+    names = [r.split(" | ")[1] for r in rows]
+    assert names == ["max", "mean", "detail-sum (sigma 2)", "detail-sum (sigma 6)", "laplacian-pyramid"] * 2
+    assert [r.split(" | ")[2] for r in rows] == ["2"] * 5 + ["1"] * 5  # how many images each mean is made of
+    for row in rows:
+        values = [float(v) for v in row.strip(" |").split(" | ")[3:]]
+        assert len(values) == 5 and all(np.isfinite(values))
+
+
+def test_command_names_a_missing_folder(tmp_path, capsys):
+    assert targets.main(["--val", str(tmp_path / "nowhere")]) == 2
+    assert "nowhere" in capsys.readouterr().err
