@@ -143,6 +143,22 @@ def test_detail_sum_target_keeps_both_sources_details(device):
     assert float(fusion_loss(t.float(), ir.float(), vi.float(), weights=w)["loss"]) < 1e-6
 
 
+def test_ssim_against_the_target_instead_of_the_sources(device):
+    ir = _rand(2, 1, 32, 32, seed=3, device=device) * 0.2 + 0.3
+    vi = _rand(2, 1, 32, 32, seed=4, device=device) * 0.2 + 0.4
+    w = LossWeights(intensity=0.0, gradient=0.0, ssim=1.0, intensity_target="detail-sum", detail_sigma=2.0, ssim_reference="target")
+    t = intensity_target(ir, vi, "detail-sum", detail_sigma=2.0)
+    assert float(fusion_loss(t, ir, vi, weights=w)["loss"]) < 1e-5  # the target itself is a perfect match
+    f = 0.5 * (ir + vi)
+    assert math.isclose(float(fusion_loss(f, ir, vi, weights=w)["ssim"]), 1 - float(ssim(f, t).mean()), rel_tol=1e-6)
+    # the default compares with each source: the sum of both sources' details costs there, not against the target
+    sources = LossWeights(intensity=0.0, gradient=0.0, ssim=1.0, intensity_target="detail-sum", detail_sigma=2.0)
+    assert float(fusion_loss(t, ir, vi, weights=sources)["loss"]) > 0.1
+    with pytest.raises(CausalFuseError, match="ssim_reference must be one of sources, target, got 'fused'"):
+        LossWeights.from_dict({"ssim_reference": "fused"})
+    assert LossWeights.from_dict({"intensity": 1}).ssim_reference == "sources"  # configurations written before the option
+
+
 def test_loss_weights_from_dict_fills_legacy_target_and_refuses_bad_values():
     assert LossWeights.from_dict({"intensity": 1, "gradient": 2, "ssim": 0.5}).intensity_target == "max"
     assert LossWeights.from_dict({"intensity_target": "mean", "gradient": "5"}) == LossWeights(gradient=5.0, intensity_target="mean")

@@ -17,7 +17,10 @@ doi:10.1016/j.inffus.2021.12.004, plus an SSIM term as in many successors):
   replicate-padded so the map keeps its size);
 * SSIM:       ``1 - (SSIM(F, IR) + SSIM(F, VI)) / 2`` with the usual Gaussian
   11 x 11 window (sigma 1.5), K1 = 0.01, K2 = 0.03, data range 1, valid
-  positions only (Wang et al., IEEE TIP 2004, doi:10.1109/TIP.2003.819861).
+  positions only (Wang et al., IEEE TIP 2004, doi:10.1109/TIP.2003.819861);
+  with ``ssim_reference="target"``, ``1 - SSIM(F, T)`` against the intensity
+  target T instead (each source's SSIM penalises the other source's
+  details, which ``detail-sum`` asks for).
 
 ``total = w_intensity * intensity + w_gradient * gradient + w_ssim * ssim``.
 
@@ -45,6 +48,7 @@ from .errors import CausalFuseError
 __all__ = [
     "LossWeights",
     "INTENSITY_TARGETS",
+    "SSIM_REFERENCES",
     "gaussian_blur",
     "intensity_target",
     "sobel_magnitude",
@@ -58,6 +62,7 @@ __all__ = [
 
 
 INTENSITY_TARGETS = ("max", "mean", "detail-sum")
+SSIM_REFERENCES = ("sources", "target")
 
 
 @dataclass
@@ -70,6 +75,8 @@ class LossWeights:
     intensity_target: str = "max"
     #: Gaussian sigma (pixels) of the base layer of the ``detail-sum`` target.
     detail_sigma: float = 5.0
+    #: What the SSIM term compares F with: ``sources`` (IR and VI) or the intensity ``target``.
+    ssim_reference: str = "sources"
 
     #: Values of options added after the first release, for configurations
     #: written before them (they have no such key).
@@ -86,11 +93,14 @@ class LossWeights:
         target = str(values.pop("intensity_target"))
         if target not in INTENSITY_TARGETS:
             raise CausalFuseError(f"loss.intensity_target must be one of {', '.join(INTENSITY_TARGETS)}, got {target!r}")
+        reference = str(values.pop("ssim_reference", "sources"))
+        if reference not in SSIM_REFERENCES:
+            raise CausalFuseError(f"loss.ssim_reference must be one of {', '.join(SSIM_REFERENCES)}, got {reference!r}")
         try:
             weights = {k: float(v) for k, v in values.items()}
         except (TypeError, ValueError):
             raise CausalFuseError(f"loss weights must be numbers, got {values}") from None
-        return cls(**weights, intensity_target=target)
+        return cls(**weights, intensity_target=target, ssim_reference=reference)
 
 
 def _check(*tensors: torch.Tensor, min_size: int = 1) -> None:
@@ -205,10 +215,17 @@ def fusion_loss(
     """
     weights = weights or LossWeights()
     _check(fused, ir, vi, min_size=window)
+    target = intensity_target(ir, vi, weights.intensity_target, detail_sigma=weights.detail_sigma)
+    if weights.ssim_reference == "target":
+        ssim_term = 1.0 - ssim(fused, target, window=window).mean()
+    elif weights.ssim_reference == "sources":
+        ssim_term = ssim_loss(fused, ir, vi, window=window)
+    else:
+        raise CausalFuseError(f"ssim reference must be one of {', '.join(SSIM_REFERENCES)}, got {weights.ssim_reference!r}")
     terms = {
-        "intensity": intensity_loss(fused, ir, vi, target=weights.intensity_target, detail_sigma=weights.detail_sigma),
+        "intensity": (fused - target).abs().mean(),
         "gradient": gradient_loss(fused, ir, vi),
-        "ssim": ssim_loss(fused, ir, vi, window=window),
+        "ssim": ssim_term,
     }
     total = weights.intensity * terms["intensity"] + weights.gradient * terms["gradient"] + weights.ssim * terms["ssim"]
     return {"loss": total, **terms}
