@@ -25,6 +25,9 @@ import numpy as np
 
 from causalfuse.errors import CausalFuseError
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import recipe_study  # noqa: E402  (the study's scoring, shared: benchmarks/recipe_study.py)
+
 METRICS = ("MI", "VIF", "Qabf", "SSIM", "mean_grey")
 
 
@@ -42,18 +45,11 @@ def target_method(name: str, sigma: float):
 
 
 def score(fn, pairs: list) -> dict[str, list[float]]:
-    from causalfuse import metrics
-    from causalfuse.bench.runner import _fuse_one
-    from causalfuse.io import load_image, rgb2gray_levels
-
+    """Per-image values of ``METRICS`` for ``fn`` on ``pairs``, scored as ``recipe_study.py`` scores its variants."""
+    rows = recipe_study.score_method(fn, {"set": pairs}, {"variant": "target", "seed": 0, "steps": 0}, progress=False)
     values = defaultdict(list)
-    for pair in pairs:
-        fused, _ = _fuse_one(fn, pair)
-        fused8 = np.rint(fused * 255.0).astype(np.uint8)
-        for metric, value in metrics.compute(fused8, load_image(pair.ir), load_image(pair.vi), metrics=list(METRICS[:4])).items():
-            values[metric].append(float(value))
-        grey = rgb2gray_levels(fused8.astype(np.float64)) if fused8.ndim == 3 else fused8.astype(np.float64)
-        values["mean_grey"].append(float(grey.mean()))
+    for row in rows:
+        values[row["metric"]].append(float(row["value"]))
     return values
 
 
@@ -65,12 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-reference", action="store_true", help="skip the Laplacian pyramid")
     args = parser.parse_args(argv)
     try:
-        from causalfuse.bench.runner import dataset_roots, resolve_datasets
         from causalfuse.models.registry import create_method
         from tqdm.auto import tqdm
 
-        sets = resolve_datasets(dataset_roots([args.val]))
-        sets = {name: (p[: args.max_images] if args.max_images else p) for name, p in sets.items()}
+        sets = recipe_study.val_sets(Path(args.val), args.max_images)
         rules = [("max", target_method("max", 5.0)), ("mean", target_method("mean", 5.0))]
         rules += [(f"detail-sum (sigma {s:g})", target_method("detail-sum", s)) for s in args.sigmas]
         if not args.no_reference:

@@ -122,10 +122,14 @@ def sobel_magnitude(x: torch.Tensor) -> torch.Tensor:
     return g.abs().sum(dim=1, keepdim=True)
 
 
-def _gaussian_window(size: int, sigma: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+def _gaussian_1d(size: int, sigma: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     r = torch.arange(size, dtype=dtype, device=device) - (size - 1) / 2
     g = torch.exp(-(r**2) / (2 * sigma**2))
-    g = g / g.sum()
+    return g / g.sum()
+
+
+def _gaussian_window(size: int, sigma: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    g = _gaussian_1d(size, sigma, dtype, device)
     return (g[:, None] * g[None, :])[None, None]
 
 
@@ -155,9 +159,7 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     radius = max(1, math.ceil(3 * sigma))
     if radius >= min(x.shape[-2:]):
         raise CausalFuseError(f"blur of sigma {sigma} needs images larger than {radius} pixels, got {tuple(x.shape[-2:])}")
-    r = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
-    g = torch.exp(-(r**2) / (2 * sigma**2))
-    g = g / g.sum()
+    g = _gaussian_1d(2 * radius + 1, sigma, x.dtype, x.device)
     x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="reflect"), g.view(1, 1, 1, -1))
     return F.conv2d(F.pad(x, (0, 0, radius, radius), mode="reflect"), g.view(1, 1, -1, 1))
 
