@@ -60,6 +60,13 @@ class TrainConfig:
             :class:`causalfuse.data.dataset.PairedDataset`).
         loss: weights of the loss terms and the intensity target
             (:class:`causalfuse.losses.LossWeights`).
+        head_init: start of the reconstruction conv: ``random`` (PyTorch's
+            default initialisation, the first recipe) or ``lstsq``, the
+            least-squares fit of the intensity target on the starting codes
+            (:mod:`causalfuse.train.head_init`).
+        head_init_crops: training crops the ``lstsq`` fit samples pixels from.
+        head_init_pixels: pixels it draws from each crop.
+        head_init_ridge: its Tikhonov weight, relative to a feature's mean energy.
         checkpoint_every: steps between training-state checkpoints.
         log_every: steps between CSV log rows.
         device: ``auto``, ``cpu`` or ``cuda[:N]``.
@@ -87,6 +94,10 @@ class TrainConfig:
     flips: bool = True
     gamma_aug: float = 0.0
     loss: LossWeights = field(default_factory=LossWeights)
+    head_init: Literal["random", "lstsq"] = "random"
+    head_init_crops: int = 192
+    head_init_pixels: int = 4096
+    head_init_ridge: float = 1e-3
     checkpoint_every: int = 50
     log_every: int = 1
     device: str = "auto"
@@ -110,6 +121,13 @@ class TrainConfig:
             raise CausalFuseError(f"max_minutes must be positive, got {self.max_minutes}")
         if self.gamma_aug < 0:
             raise CausalFuseError(f"gamma_aug must be >= 0, got {self.gamma_aug}")
+        if self.head_init not in ("random", "lstsq"):
+            raise CausalFuseError(f"head_init must be random or lstsq, got {self.head_init!r}")
+        if self.head_init_crops < 1 or self.head_init_pixels < 1 or self.head_init_ridge < 0:
+            raise CausalFuseError(
+                f"head_init_crops and head_init_pixels must be >= 1 and head_init_ridge >= 0, "
+                f"got {self.head_init_crops}, {self.head_init_pixels}, {self.head_init_ridge}"
+            )
         if self.head_only_steps < 0:
             raise CausalFuseError(f"head_only_steps must be >= 0, got {self.head_only_steps}")
         if self.num_workers < 0:
@@ -119,7 +137,7 @@ class TrainConfig:
     # -- (de)serialisation ----------------------------------------------------
     #: Values of fields added after the first release, for configurations
     #: saved before them (they have no such key).
-    LEGACY_DEFAULTS = {"gamma_aug": 0.0}
+    LEGACY_DEFAULTS = {"gamma_aug": 0.0, "head_init": "random", "head_init_crops": 192, "head_init_pixels": 4096, "head_init_ridge": 1e-3}
 
     @classmethod
     def with_legacy_defaults(cls, data: dict[str, Any]) -> dict[str, Any]:

@@ -305,6 +305,16 @@ def _train(cfg: TrainConfig, device: torch.device, info: dist_utils.DistInfo, *,
         net.load_lrrnet(cfg.lrrnet_weights)
     _install_dictionary(net, cfg)
     net.to(device).train()
+    if cfg.head_init == "lstsq" and not resume:
+        from .head_init import fit_reconstruction
+
+        fit = fit_reconstruction(
+            net, dataset, cfg.loss, crops=cfg.head_init_crops, pixels=cfg.head_init_pixels, ridge=cfg.head_init_ridge, seed=cfg.seed, device=device,
+            progress=cfg.progress and info.is_main,
+        )
+        if info.is_main and cfg.progress:
+            print(f"reconstruction fitted by least squares: {fit.samples} pixels of {cfg.head_init_crops} crops, "
+                  f"ridge {fit.ridge:g}, pre-tanh RMS residual {fit.rmse:.4f}", flush=True)
     optimizer = torch.optim.Adam(_param_groups(net, cfg), lr=cfg.lr, betas=tuple(cfg.betas))
 
     config_dict = cfg.to_dict()
