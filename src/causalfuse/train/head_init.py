@@ -6,10 +6,11 @@ fused image is *linear* in the conv's 4,608 weights and its bias. Given the
 encoders and the fusion weights at the start of training, the weights that
 bring the pre-tanh output closest to ``atanh(2 T - 1)`` (T the loss's
 intensity target) solve a ridge-regularised least-squares problem. Solving
-it once on pixels sampled from training crops replaces thousands of Adam
-steps: on this project's CPU study, the fit alone reaches a VIF on the val
-sets that 600 steps from the zero start do not (``docs/training-study.md``,
-section 9).
+it once on pixels sampled from training crops starts training far closer
+to the target than PyTorch's default initialisation does. It is a start,
+not a recipe: on this project's CPU study (``docs/training-study.md``,
+section 9) the fitted network has a high VIF but a low Qabf and SSIM and
+over-bright daytime scenes, and training on from it trades that VIF away.
 
 ``train.head_init = "lstsq"`` runs :func:`fit_reconstruction` before the
 first step of a new run (a resumed run loads its state instead). The fit is
