@@ -21,6 +21,7 @@ from typing import Any, Literal
 from ..errors import CausalFuseError
 from ..losses import LossWeights
 from ..models.net import NetConfig
+from .head_init import HEAD_INITS
 
 __all__ = ["TrainConfig", "load_config_file", "apply_overrides", "RESUMABLE_CHANGES", "config_differences"]
 
@@ -121,8 +122,8 @@ class TrainConfig:
             raise CausalFuseError(f"max_minutes must be positive, got {self.max_minutes}")
         if self.gamma_aug < 0:
             raise CausalFuseError(f"gamma_aug must be >= 0, got {self.gamma_aug}")
-        if self.head_init not in ("random", "lstsq"):
-            raise CausalFuseError(f"head_init must be random or lstsq, got {self.head_init!r}")
+        if self.head_init not in HEAD_INITS:
+            raise CausalFuseError(f"head_init must be {' or '.join(HEAD_INITS)}, got {self.head_init!r}")
         if self.head_init_crops < 1 or self.head_init_pixels < 1 or self.head_init_ridge < 0:
             raise CausalFuseError(
                 f"head_init_crops and head_init_pixels must be >= 1 and head_init_ridge >= 0, "
