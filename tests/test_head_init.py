@@ -38,7 +38,7 @@ def test_features_are_the_conv_inputs():
         weights = torch.rand(1, 4, 12, 15, generator=g)  # any per-pixel weights, not only the start's
         fused = net.reconstruction.forward_reference(z_ir, z_vi, weights)
         ys, xs = torch.meshgrid(torch.arange(12), torch.arange(15), indexing="ij")
-        x = _tap_features(z_ir, z_vi, weights, ys.flatten(), xs.flatten())
+        x = _tap_features(net.reconstruction.weighted_codes(z_ir, z_vi, weights), ys.flatten(), xs.flatten())
         conv = net.reconstruction.conv
         pre = x @ torch.cat([conv.weight.flatten(), conv.bias])
     # the image is (tanh(pre) + 1) / 2; borders included (reflection padding)

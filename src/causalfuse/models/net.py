@@ -123,11 +123,15 @@ class Reconstruction(nn.Module):
             out = out + taps[:, k : k + 1, dy : dy + h, dx : dx + w]
         return (torch.tanh(out) + 1.0) / 2.0
 
-    def forward_reference(self, z_ir: torch.Tensor, z_vi: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        """The same output by materialising F (for tests)."""
+    def weighted_codes(self, z_ir: torch.Tensor, z_vi: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """The conv's input F = [w_ir,L L_ir, w_ir,S S_ir, w_vi,L L_vi, w_vi,S S_vi], materialised (B, 512, H, W)."""
         hf = self.half
         parts = [z_ir[:, :hf], z_ir[:, hf:], z_vi[:, :hf], z_vi[:, hf:]]
-        fused = torch.cat([p * weights[:, i : i + 1] for i, p in enumerate(parts)], dim=1)
+        return torch.cat([p * weights[:, i : i + 1] for i, p in enumerate(parts)], dim=1)
+
+    def forward_reference(self, z_ir: torch.Tensor, z_vi: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """The same output by materialising F (for tests)."""
+        fused = self.weighted_codes(z_ir, z_vi, weights)
         t = self.conv(F.pad(fused, (1, 1, 1, 1), mode="reflect"))
         return (torch.tanh(t) + 1.0) / 2.0
 

@@ -76,11 +76,8 @@ class HeadFit:
     rmse: float
 
 
-def _tap_features(z_ir: torch.Tensor, z_vi: torch.Tensor, weights: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
-    """(n, 512 * 9 + 1) inputs of the 3x3 conv at pixels (ys, xs) of one image, in the conv weight's order."""
-    half = z_ir.shape[1] // 2
-    parts = [z_ir[:, :half], z_ir[:, half:], z_vi[:, :half], z_vi[:, half:]]
-    fused = torch.cat([p * weights[:, i : i + 1] for i, p in enumerate(parts)], dim=1)
+def _tap_features(fused: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
+    """(n, C * 9 + 1) inputs of the 3x3 conv on ``fused`` (1, C, H, W) at pixels (ys, xs), in the conv weight's order."""
     padded = F.pad(fused, (1, 1, 1, 1), mode="reflect")[0]  # (C, H + 2, W + 2)
     c, n = padded.shape[0], ys.numel()
     x = torch.empty(n, c, 9, dtype=padded.dtype, device=padded.device)
@@ -103,7 +100,7 @@ def accumulate(net: torch.nn.Module, pairs: Iterable[tuple[torch.Tensor, torch.T
         n = min(pixels, h * w)
         ys = torch.from_numpy(gen.integers(0, h, n)).to(ir.device)
         xs = torch.from_numpy(gen.integers(0, w, n)).to(ir.device)
-        x = _tap_features(z_ir.float(), z_vi.float(), weights.float(), ys, xs)
+        x = _tap_features(net.reconstruction.weighted_codes(z_ir, z_vi, weights).float(), ys, xs)
         t = intensity_target(ir, vi, loss.intensity_target, detail_sigma=loss.detail_sigma)[0, 0, ys, xs]
         y = torch.atanh((2.0 * t - 1.0).clamp(-CLIP, CLIP))
         g, b = (x.T @ x).double().cpu(), (x.T @ y).double().cpu()
