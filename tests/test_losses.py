@@ -166,3 +166,20 @@ def test_loss_weights_from_dict_fills_legacy_target_and_refuses_bad_values():
         LossWeights.from_dict({"intensity_target": "median"})
     with pytest.raises(CausalFuseError, match="unknown loss weight keys: colour"):
         LossWeights.from_dict({"colour": 1})
+
+
+def test_gradient_against_the_target_instead_of_the_sources(device):
+    ir = _rand(2, 1, 32, 32, seed=5, device=device) * 0.2 + 0.3
+    vi = _rand(2, 1, 32, 32, seed=6, device=device) * 0.2 + 0.4
+    w = LossWeights(intensity=0.0, gradient=1.0, ssim=0.0, intensity_target="detail-sum", detail_sigma=2.0, gradient_reference="target")
+    t = intensity_target(ir, vi, "detail-sum", detail_sigma=2.0)
+    assert float(fusion_loss(t, ir, vi, weights=w)["loss"]) < 1e-6  # the target's own gradient is a perfect match
+    f = 0.5 * (ir + vi)
+    expected = (sobel_magnitude(f) - sobel_magnitude(t)).abs().mean()
+    assert math.isclose(float(fusion_loss(f, ir, vi, weights=w)["gradient"]), float(expected), rel_tol=1e-6)
+    # against the sources' larger gradient, the sum of both sources' details costs
+    sources = LossWeights(intensity=0.0, gradient=1.0, ssim=0.0, intensity_target="detail-sum", detail_sigma=2.0)
+    assert float(fusion_loss(t, ir, vi, weights=sources)["loss"]) > 0.05
+    with pytest.raises(CausalFuseError, match="gradient_reference must be one of sources, target, got 'max'"):
+        LossWeights.from_dict({"gradient_reference": "max"})
+    assert LossWeights.from_dict({"intensity": 1}).gradient_reference == "sources"  # configurations written before the option

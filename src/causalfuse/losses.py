@@ -14,7 +14,10 @@ doi:10.1016/j.inffus.2021.12.004, plus an SSIM term as in many successors):
   (``mean`` halves each source's details, ``max`` drops the darker one's);
 * gradient:   ``L1(|grad F|, max(|grad IR|, |grad VI|))`` with the Sobel
   magnitude ``|grad X| = |Sobel_x X| + |Sobel_y X|`` (SeAFusion's form;
-  replicate-padded so the map keeps its size);
+  replicate-padded so the map keeps its size); with
+  ``gradient_reference="target"``, ``L1(|grad F|, |grad T|)`` against the
+  intensity target T instead (the sources' larger gradient is smaller than
+  ``detail-sum``'s where both sources have detail, so it pulls against it);
 * SSIM:       ``1 - (SSIM(F, IR) + SSIM(F, VI)) / 2`` with the usual Gaussian
   11 x 11 window (sigma 1.5), K1 = 0.01, K2 = 0.03, data range 1, valid
   positions only (Wang et al., IEEE TIP 2004, doi:10.1109/TIP.2003.819861);
@@ -49,6 +52,7 @@ __all__ = [
     "LossWeights",
     "INTENSITY_TARGETS",
     "SSIM_REFERENCES",
+    "GRADIENT_REFERENCES",
     "gaussian_blur",
     "intensity_target",
     "sobel_magnitude",
@@ -63,6 +67,7 @@ __all__ = [
 
 INTENSITY_TARGETS = ("max", "mean", "detail-sum")
 SSIM_REFERENCES = ("sources", "target")
+GRADIENT_REFERENCES = SSIM_REFERENCES
 
 
 @dataclass
@@ -77,6 +82,8 @@ class LossWeights:
     detail_sigma: float = 5.0
     #: What the SSIM term compares F with: ``sources`` (IR and VI) or the intensity ``target``.
     ssim_reference: str = "sources"
+    #: What the gradient term compares F's gradient with: ``sources`` (the larger of IR's and VI's) or the ``target``'s.
+    gradient_reference: str = "sources"
 
     #: Values of options added after the first release, for configurations
     #: written before them (they have no such key).
@@ -96,11 +103,16 @@ class LossWeights:
         reference = str(values.pop("ssim_reference", "sources"))
         if reference not in SSIM_REFERENCES:
             raise CausalFuseError(f"loss.ssim_reference must be one of {', '.join(SSIM_REFERENCES)}, got {reference!r}")
+        gradient_reference = str(values.pop("gradient_reference", "sources"))
+        if gradient_reference not in GRADIENT_REFERENCES:
+            raise CausalFuseError(
+                f"loss.gradient_reference must be one of {', '.join(GRADIENT_REFERENCES)}, got {gradient_reference!r}"
+            )
         try:
             weights = {k: float(v) for k, v in values.items()}
         except (TypeError, ValueError):
             raise CausalFuseError(f"loss weights must be numbers, got {values}") from None
-        return cls(**weights, intensity_target=target, ssim_reference=reference)
+        return cls(**weights, intensity_target=target, ssim_reference=reference, gradient_reference=gradient_reference)
 
 
 def _check(*tensors: torch.Tensor, min_size: int = 1) -> None:
@@ -224,9 +236,17 @@ def fusion_loss(
         ssim_term = ssim_loss(fused, ir, vi, window=window)
     else:
         raise CausalFuseError(f"ssim reference must be one of {', '.join(SSIM_REFERENCES)}, got {weights.ssim_reference!r}")
+    if weights.gradient_reference == "target":
+        gradient_term = (sobel_magnitude(fused) - sobel_magnitude(target)).abs().mean()
+    elif weights.gradient_reference == "sources":
+        gradient_term = gradient_loss(fused, ir, vi)
+    else:
+        raise CausalFuseError(
+            f"gradient reference must be one of {', '.join(GRADIENT_REFERENCES)}, got {weights.gradient_reference!r}"
+        )
     terms = {
         "intensity": (fused - target).abs().mean(),
-        "gradient": gradient_loss(fused, ir, vi),
+        "gradient": gradient_term,
         "ssim": ssim_term,
     }
     total = weights.intensity * terms["intensity"] + weights.gradient * terms["gradient"] + weights.ssim * terms["ssim"]
