@@ -100,19 +100,16 @@ class LossWeights:
         target = str(values.pop("intensity_target"))
         if target not in INTENSITY_TARGETS:
             raise CausalFuseError(f"loss.intensity_target must be one of {', '.join(INTENSITY_TARGETS)}, got {target!r}")
-        reference = str(values.pop("ssim_reference", "sources"))
-        if reference not in SSIM_REFERENCES:
-            raise CausalFuseError(f"loss.ssim_reference must be one of {', '.join(SSIM_REFERENCES)}, got {reference!r}")
-        gradient_reference = str(values.pop("gradient_reference", "sources"))
-        if gradient_reference not in GRADIENT_REFERENCES:
-            raise CausalFuseError(
-                f"loss.gradient_reference must be one of {', '.join(GRADIENT_REFERENCES)}, got {gradient_reference!r}"
-            )
+        references = {}
+        for key, allowed in (("ssim_reference", SSIM_REFERENCES), ("gradient_reference", GRADIENT_REFERENCES)):
+            references[key] = str(values.pop(key, "sources"))
+            if references[key] not in allowed:
+                raise CausalFuseError(f"loss.{key} must be one of {', '.join(allowed)}, got {references[key]!r}")
         try:
             weights = {k: float(v) for k, v in values.items()}
         except (TypeError, ValueError):
             raise CausalFuseError(f"loss weights must be numbers, got {values}") from None
-        return cls(**weights, intensity_target=target, ssim_reference=reference, gradient_reference=gradient_reference)
+        return cls(**weights, intensity_target=target, **references)
 
 
 def _check(*tensors: torch.Tensor, min_size: int = 1) -> None:
@@ -196,11 +193,11 @@ def intensity_loss(
     return (fused - intensity_target(ir, vi, target, detail_sigma=detail_sigma)).abs().mean()
 
 
-def gradient_loss(fused: torch.Tensor, ir: torch.Tensor, vi: torch.Tensor) -> torch.Tensor:
-    """``mean | |grad F| - max(|grad IR|, |grad VI|) |`` (Sobel magnitudes)."""
+def gradient_loss(fused: torch.Tensor, ir: torch.Tensor, vi: torch.Tensor, *, target: torch.Tensor | None = None) -> torch.Tensor:
+    """``mean | |grad F| - max(|grad IR|, |grad VI|) |`` (Sobel magnitudes), or ``- |grad target|`` if given."""
     _check(fused, ir, vi)
-    target = torch.maximum(sobel_magnitude(ir), sobel_magnitude(vi))
-    return (sobel_magnitude(fused) - target).abs().mean()
+    reference = sobel_magnitude(target) if target is not None else torch.maximum(sobel_magnitude(ir), sobel_magnitude(vi))
+    return (sobel_magnitude(fused) - reference).abs().mean()
 
 
 def ssim_loss(fused: torch.Tensor, ir: torch.Tensor, vi: torch.Tensor, *, window: int = 11) -> torch.Tensor:
@@ -236,14 +233,11 @@ def fusion_loss(
         ssim_term = ssim_loss(fused, ir, vi, window=window)
     else:
         raise CausalFuseError(f"ssim reference must be one of {', '.join(SSIM_REFERENCES)}, got {weights.ssim_reference!r}")
-    if weights.gradient_reference == "target":
-        gradient_term = (sobel_magnitude(fused) - sobel_magnitude(target)).abs().mean()
-    elif weights.gradient_reference == "sources":
-        gradient_term = gradient_loss(fused, ir, vi)
-    else:
+    if weights.gradient_reference not in GRADIENT_REFERENCES:
         raise CausalFuseError(
             f"gradient reference must be one of {', '.join(GRADIENT_REFERENCES)}, got {weights.gradient_reference!r}"
         )
+    gradient_term = gradient_loss(fused, ir, vi, target=target if weights.gradient_reference == "target" else None)
     terms = {
         "intensity": (fused - target).abs().mean(),
         "gradient": gradient_term,
