@@ -133,8 +133,9 @@ def branch_terms(branch, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, t
 def backdoor_replaced(net, term: Term) -> Iterator[None]:
     """Within the block, each BAFFM branch of ``net`` returns ``W_h X + term(modality, branch, W_q X)``.
 
-    The branches' ``forward`` is shadowed by an instance attribute and
-    restored on exit; the model classes are untouched.
+    The branches' ``forward`` and ``mapped`` (the form BAFFM's fusion weights
+    use) are shadowed by instance attributes and restored on exit; the model
+    classes are untouched.
     """
     branches = {m: getattr(net.baffm, m) for m in MODALITIES}
     for modality, branch in branches.items():
@@ -143,12 +144,17 @@ def backdoor_replaced(net, term: Term) -> Iterator[None]:
             qh = branch.proj(x)
             return qh[:, branch.d_k :] + term(modality, branch, qh[:, : branch.d_k])
 
+        def mapped(x: torch.Tensor, mapping: torch.Tensor, forward=forward) -> torch.Tensor:
+            return torch.einsum("mf,bfhw->bmhw", mapping, forward(x))
+
         branch.forward = forward
+        branch.mapped = mapped
     try:
         yield
     finally:
         for branch in branches.values():
             del branch.forward
+            del branch.mapped
 
 
 def constant_term(vectors: dict[str, torch.Tensor]) -> Term:

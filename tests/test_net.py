@@ -230,3 +230,21 @@ def test_old_checkpoints_keep_the_literal_product(tmp_path):
     meta["config"] = json.dumps(config)
     save_file(load_file(str(path)), str(tmp_path / "old.safetensors"), metadata=meta)
     assert load_model(tmp_path / "old.safetensors").baffm.ir.normalise is False
+
+
+@pytest.mark.parametrize("use_baffm, normalise", [(True, True), (True, False), (False, True)])
+def test_fusion_weights_equal_the_conv_on_the_materialised_branches(use_baffm, normalise):
+    """BAFFM folds the fusion conv into each branch; the weights are those of the conv on [D_ir, D_vi]."""
+    torch.manual_seed(0)
+    net = CausalFusionNet(NetConfig(use_baffm=use_baffm, normalise_expectation=normalise))
+    with torch.no_grad():
+        for p in net.baffm.parameters():
+            p.copy_(torch.randn_like(p) * 0.3)
+        net.set_dictionaries(torch.randn(net.config.dict_size, net.config.dict_dim), torch.randn(net.config.dict_size, net.config.dict_dim))
+    z_ir, z_vi = torch.randn(2, 256, 5, 7), torch.randn(2, 256, 5, 7)
+    with torch.no_grad():
+        want = net.baffm.forward_reference(z_ir, z_vi)
+        for chunk in (65536, 8):  # one chunk of pixels, and several with a short last one
+            net.baffm.ir.chunk = net.baffm.vi.chunk = chunk
+            torch.testing.assert_close(net.baffm(z_ir, z_vi), want, rtol=0, atol=1e-5)
+    assert want.std() > 0.05, "the weights must vary for the comparison to mean something"

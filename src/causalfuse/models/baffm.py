@@ -34,7 +34,30 @@ from typing import Literal
 import torch
 from torch import nn
 
-__all__ = ["ConfounderAttention", "BAFFM"]
+__all__ = ["ConfounderAttention", "BAFFM", "pointwise_conv"]
+
+
+def pointwise_conv(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+    """The 1x1 convolution ``conv(x)`` as one batched matrix product (differentiable).
+
+    On the CPU this reads a wide input such as a 256-channel code about twice
+    as fast as the convolution kernel (at 480 x 640, 256 -> 64 channels: 60
+    against 134 ms on 2 cores), with the same values to float rounding.
+
+    Args:
+        x: (B, C, H, W). conv: a 1x1 ``nn.Conv2d`` with C input channels.
+
+    Returns:
+        (B, conv.out_channels, H, W).
+    """
+    b, c, h, w = x.shape
+    weight = conv.weight.reshape(conv.out_channels, c).expand(b, -1, -1)
+    flat = x.reshape(b, c, h * w)
+    if conv.bias is None:
+        out = torch.bmm(weight, flat)
+    else:
+        out = torch.baddbmm(conv.bias.view(1, -1, 1).expand(b, -1, h * w), weight, flat)
+    return out.view(b, conv.out_channels, h, w)
 
 
 class ConfounderAttention(nn.Module):
@@ -85,14 +108,14 @@ class ConfounderAttention(nn.Module):
 
     def attention(self, x: torch.Tensor) -> torch.Tensor:
         """lambda_i(p) for every pixel: (B, N, H, W), summing to 1 over i."""
-        q = self.proj(x)[:, : self.d_k]
+        q = pointwise_conv(x, self.proj)[:, : self.d_k]
         k = self.key(self.dictionary)
         logits = torch.einsum("bchw,nc->bnhw", q, k) / math.sqrt(self.d_k)
         return logits.softmax(dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, _, h, w = x.shape
-        qh = self.proj(x)
+        qh = pointwise_conv(x, self.proj)
         out = qh[:, self.d_k :]
         if not self.use_backdoor:
             return out
@@ -113,6 +136,47 @@ class ConfounderAttention(nn.Module):
             parts.append(torch.einsum("bnp,nf->bfp", logits.softmax(dim=1), v))
         g = torch.cat(parts, dim=2) if len(parts) > 1 else parts[0]
         return out + g.view(b, self.d_f, h, w)
+
+    def mapped(self, x: torch.Tensor, mapping: torch.Tensor) -> torch.Tensor:
+        """``mapping @ D_m`` at every pixel, without materialising D_m (differentiable).
+
+        ``mapping`` (M, d_f) is a linear map applied to D_m, such as this
+        modality's columns of the fusion-weight conv: because
+        ``D_m = W_h X + W_g E_z[g(z)]`` is linear in W_h and W_g, the map is
+        folded into both, and the per-pixel work is a projection to d_k + M
+        channels and an M-wide read-out of the attention instead of d_k + d_f
+        channels and a d_f-wide one. Equal to ``mapping @ self(x)`` to float
+        rounding.
+
+        Returns:
+            (B, M, H, W).
+        """
+        b, c, h, w = x.shape
+        m = mapping.shape[0]
+        w_qh = self.proj.weight.reshape(self.d_k + self.d_f, c)
+        b_qh = self.proj.bias
+        weight = torch.cat([w_qh[: self.d_k], mapping @ w_qh[self.d_k :]])
+        bias = torch.cat([b_qh[: self.d_k], mapping @ b_qh[self.d_k :]])
+        qe = torch.baddbmm(bias.view(1, -1, 1).expand(b, -1, h * w), weight.expand(b, -1, -1), x.reshape(b, c, h * w))
+        out = qe[:, self.d_k :]
+        if not self.use_backdoor:
+            return out.reshape(b, m, h, w)
+        k = self.key(self.dictionary) / math.sqrt(self.d_k)  # (N, d_k)
+        v = self.value(self.dictionary) @ mapping.t()  # (N, M): mapping W_g z_i
+        log_prior = None
+        if self.normalise:
+            log_prior = self.prior.clamp_min(1e-12).log()[None, :, None]
+        else:
+            v = v * self.prior[:, None]
+        q = qe[:, : self.d_k]
+        parts = []
+        for start in range(0, h * w, self.chunk):
+            logits = torch.einsum("bcp,nc->bnp", q[:, :, start : start + self.chunk], k)
+            if log_prior is not None:
+                logits = logits + log_prior
+            parts.append(torch.einsum("bnp,nf->bfp", logits.softmax(dim=1), v))
+        g = torch.cat(parts, dim=2) if len(parts) > 1 else parts[0]
+        return (out + g).view(b, m, h, w)
 
 
 class BAFFM(nn.Module):
@@ -147,8 +211,17 @@ class BAFFM(nn.Module):
         nn.init.zeros_(self.weights.bias)
 
     def forward(self, x_ir: torch.Tensor, x_vi: torch.Tensor) -> torch.Tensor:
-        d = torch.cat([self.ir(x_ir), self.vi(x_vi)], dim=1)
-        logits = self.weights(d)  # (ir_L, ir_S, vi_L, vi_S)
+        # The 1x1 conv on [D_ir, D_vi] is folded into each branch
+        # (ConfounderAttention.mapped): 4 channels per branch instead of d_f.
+        w = self.weights.weight.reshape(4, 2, -1)
+        logits = self.ir.mapped(x_ir, w[:, 0]) + self.vi.mapped(x_vi, w[:, 1])
+        logits = logits + self.weights.bias.view(1, 4, 1, 1)  # (ir_L, ir_S, vi_L, vi_S)
+        b, _, h, wd = logits.shape
+        return logits.view(b, 2, 2, h, wd).softmax(dim=1).view(b, 4, h, wd)
+
+    def forward_reference(self, x_ir: torch.Tensor, x_vi: torch.Tensor) -> torch.Tensor:
+        """The same weights with D_ir and D_vi materialised and the conv applied to them (for tests)."""
+        logits = self.weights(torch.cat([self.ir(x_ir), self.vi(x_vi)], dim=1))
         b, _, h, w = logits.shape
         return logits.view(b, 2, 2, h, w).softmax(dim=1).view(b, 4, h, w)
 

@@ -89,6 +89,7 @@ class NetworkMethod(TiledMethod):
         self.net = net.to(device).eval()
         self.n_parameters = sum(p.numel() for p in net.parameters())
         self.precision: Precision = "fp32"
+        self._compile_lrr(self.device.type != "cpu")
 
     def set_precision(self, precision: Precision) -> None:
         """Run the network in ``fp32`` (default) or ``bf16``.
@@ -117,22 +118,26 @@ class NetworkMethod(TiledMethod):
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
-    #: Below this many pixels in one job, the eager LRR kernels finish before
-    #: compiled ones would have paid for loading (measured on 2 cores with a
-    #: warm Inductor cache: compiling costs about 11 s once, then a 300 x 500
-    #: pair takes 1.2 s compiled against 5.1 s eager).
+    #: On a GPU, below this many pixels in one job the eager LRR kernels
+    #: finish before compiled ones would have paid for compiling. On the CPU
+    #: the encoders never compile: their chunked eager stages
+    #: (:mod:`causalfuse.models.lrr`) are faster than the compiled kernels at
+    #: every size measured (2 cores: 0.35 against 0.50 s per encoder at
+    #: 480 x 640, 1.6 against 2.6 s at 1280 x 1024).
     COMPILE_MIN_PIXELS = 500_000
 
     def plan(self, pixels: int) -> None:
         """Say how many pixels this job will fuse, so the LRR kernels are compiled only when that pays.
 
-        Without a plan the kernels are compiled (the right choice for long
-        runs such as a benchmark). ``CAUSALFUSE_COMPILE=0`` keeps them eager
-        whatever the plan.
+        Without a plan the kernels are compiled on a GPU (the right choice for
+        long runs such as a benchmark) and never on the CPU.
+        ``CAUSALFUSE_COMPILE=0`` keeps them eager whatever the plan.
         """
+        self._compile_lrr(self.device.type != "cpu" and pixels >= self.COMPILE_MIN_PIXELS)
+
+    def _compile_lrr(self, worth: bool) -> None:
         from .lrr import LRREncoder
 
-        worth = pixels >= self.COMPILE_MIN_PIXELS
         for module in self.net.modules():
             if isinstance(module, LRREncoder):
                 module.compile = worth

@@ -102,18 +102,23 @@ class Reconstruction(nn.Module):
         self.half = code_channels // 2
 
     def _tap_weights(self, modality: int) -> torch.Tensor:
-        # conv weight (1, 512, 3, 3) -> for one modality's 256 channels, a
-        # grouped 1x1 conv: L (128 ch) -> 9 taps, S (128 ch) -> 9 taps.
+        # conv weight (1, 512, 3, 3) -> for one modality's 256 channels, one
+        # projection per part: L (128 ch) -> 9 taps, S (128 ch) -> 9 taps.
         c = 2 * self.half
         w = self.conv.weight[0, modality * c : (modality + 1) * c]  # (256, 3, 3)
-        w = w.view(2, self.half, 9).permute(0, 2, 1)  # (part, tap, ch)
-        return w.reshape(18, self.half, 1, 1)
+        return w.reshape(2, self.half, 9).transpose(1, 2)  # (part, tap, ch)
+
+    def _part_taps(self, z: torch.Tensor, modality: int) -> torch.Tensor:
+        """(B, 256, H, W) -> (B, 2, 9, H, W): each part's projection onto its 9 taps, one batched GEMM."""
+        b, c, h, w = z.shape
+        weight = self._tap_weights(modality).expand(b, -1, -1, -1).reshape(2 * b, 9, self.half)
+        return torch.bmm(weight, z.reshape(2 * b, self.half, h * w)).view(b, 2, 9, h, w)
 
     def forward(self, z_ir: torch.Tensor, z_vi: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         b, _, h, w = z_ir.shape
         taps = None
         for m, z in enumerate((z_ir, z_vi)):
-            t = F.conv2d(z, self._tap_weights(m), groups=2).view(b, 2, 9, h, w)
+            t = self._part_taps(z, m)
             t = (t * weights[:, 2 * m : 2 * m + 2, None]).sum(dim=1)
             taps = t if taps is None else taps + t
         taps = F.pad(taps, (1, 1, 1, 1), mode="reflect")
