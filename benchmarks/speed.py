@@ -21,8 +21,9 @@ of LRRNet (both encoders and the decoder, L1 loss to the pixel-wise maximum of
 the inputs) on a batch of B crops of S x S; ``causal:fast:...`` the same for
 :class:`causalfuse.models.net.CausalFusionNet` when it is installed.
 <impl> is ``plain`` (benchmarks/lrr_plain.py), ``fast`` (causalfuse.models.lrr,
-kernels compiled), ``eager`` (the same kernels uncompiled, as ``causalfuse
-fuse`` runs one pair under 0.5 megapixels) or ``onnx`` (the network exported
+kernels compiled, as training runs them), ``eager`` (uncompiled: on the CPU
+the chunked stages, what ``causalfuse fuse`` runs there at every size) or
+``onnx`` (the network exported
 by :mod:`causalfuse.export` and run in ONNX Runtime with the onnxruntime
 backend's session options, as many threads as PyTorch; the export is not
 timed). ``--backends`` runs the inference rows of ``fast``, ``eager`` and
@@ -65,7 +66,9 @@ DEFAULT_PAIR = (SHARED / "data" / "val" / "TNO21" / "ir" / "12.png", SHARED / "d
 CONFIGS = [
     "infer:plain:480x640",
     "infer:fast:480x640",
+    "infer:eager:480x640",
     "infer:fast:1280x1024",
+    "infer:eager:1280x1024",
     "lrrnet:plain:480x640",
     "lrrnet:fast:480x640",
     "lrrnet:eager:480x640",
