@@ -216,7 +216,7 @@ def _method(
 ) -> FusionMethod:
     if isinstance(method, str):
         fn = create_backend_method(method, weights, device, backend, onnx, precision)
-        _plan(fn, pixels)  # one pair: compile the kernels only if it is large
+        _plan(fn, pixels)  # one pair: on a GPU, compile the kernels only if it is large
         return fn
     if backend != "pytorch" or onnx is not None:
         raise CausalFuseError("backend and onnx choose how a method is built: pass the method's name, not a created method")
@@ -563,7 +563,7 @@ def fuse_folder(
         return result
     if fn is None:
         fn = create_backend_method(method, weights, device, precision=precision)
-    _plan(fn, _pixels(todo[0][0].ir) * len(todo))  # the first pair's size for all: compile only if the run is large
+    _plan(fn, _pixels(todo[0][0].ir) * len(todo))  # the first pair's size for all: on a GPU, compile only if the run is large
     # While an overwrite is under way the folder holds old and new images: the
     # record says so until every output has been replaced.
     replacing = overwrite and any(t.exists() for _, t in todo)
