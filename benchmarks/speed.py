@@ -36,6 +36,13 @@ checkout's, and compares the two outputs byte for byte)::
     python benchmarks/speed.py --startup [--pair IR VI] [--repeats 3] [--baseline REV]
     python benchmarks/speed.py --memory [--sizes 1280x1024 3840x2160] [--baseline REV]
 
+Everything the README's speed section reports, in one run of about ten
+minutes (the network rows above at 480 x 640 and the encoders at
+1280 x 1024, start-up, memory, and ``folder_speed.py`` for ``causalfuse`` on
+RoadScene50)::
+
+    python benchmarks/speed.py --all [--baseline REV]
+
 ``--startup`` times the whole command (wall, and the CPU time of the process:
 user + system) on one pair (default: TNO pair 12 of ../shared, 620 x 450),
 and in another process the phases the command goes through (imports, model,
@@ -201,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--memory", action="store_true", help="peak RSS of `causalfuse fuse` on synthetic pairs of --sizes")
     parser.add_argument("--pair", nargs=2, type=Path, metavar=("IR", "VI"), default=DEFAULT_PAIR, help="the pair for --startup")
     parser.add_argument("--sizes", nargs="+", default=["1280x1024", "3840x2160"], help="WxH sizes for --memory")
-    parser.add_argument("--baseline", help="with --startup or --memory: also run this commit's src, interleaved")
+    parser.add_argument("--baseline", help="with --startup, --memory or --all: also run this commit's src, interleaved")
+    parser.add_argument("--all", action="store_true", help="the README's speed figures in one run: network rows, start-up, memory, a folder")
     args = parser.parse_args(argv)
 
     if args.startup or args.memory:
@@ -212,11 +220,49 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(run_one(args.one, args.weights, repeats)))
         return 0
 
+    if args.all:
+        return all_figures(args)
     configs = list(BACKEND_CONFIGS if args.backends else CONFIGS)
     if args.plain_large:
         configs.insert(1, "infer:plain:1280x1024")
     if args.only:
         configs = [c for c in configs if args.only in c]
+    network_rows(configs, args)
+    return 0
+
+
+#: The network rows of the README's speed section (``--all``).
+README_CONFIGS = [
+    "infer:plain:480x640",
+    "infer:fast:480x640",
+    "infer:eager:480x640",
+    "infer:fast:1280x1024",
+    "infer:eager:1280x1024",
+    "lrrnet:plain:480x640",
+    "lrrnet:fast:480x640",
+    "lrrnet:eager:480x640",
+    "causal:fast:480x640",
+    "causal:eager:480x640",
+    "causal:onnx:480x640",
+]
+
+
+def all_figures(args: argparse.Namespace) -> int:
+    """The README's speed figures in one run: the network, start-up, memory and folders (about 10 minutes)."""
+    print("== the network: one process per row ==", flush=True)
+    network_rows(README_CONFIGS, args)
+    print("\n== `causalfuse fuse` in fresh processes: start-up and peak memory ==", flush=True)
+    args.startup = args.memory = True
+    command_runs(args)
+    print("\n== a folder: images/s of `causalfuse fuse` ==", flush=True)
+    sys.path.insert(0, str(HERE))
+    import folder_speed
+
+    return folder_speed.main(["--methods", "causalfuse", *(["--baseline", args.baseline] if args.baseline else [])])
+
+
+def network_rows(configs: list[str], args: argparse.Namespace) -> None:
+    """One subprocess per configuration; prints a row each, then ONNX Runtime against PyTorch."""
     results: dict[str, dict] = {}
     for config in configs:
         cmd = [sys.executable, str(Path(__file__).resolve()), "--one", config, "--weights", str(args.weights)]
@@ -239,7 +285,6 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
     _print_backends(results)
-    return 0
 
 
 def _print_backends(results: dict[str, dict]) -> None:
