@@ -50,15 +50,19 @@ def pointwise_conv(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
     Returns:
         (B, conv.out_channels, H, W).
     """
-    b, c, h, w = x.shape
-    weight = conv.weight.reshape(conv.out_channels, c).expand(b, -1, -1)
-    flat = x.reshape(b, c, h * w)
-    if conv.bias is None:
-        out = torch.bmm(weight, flat)
-    else:
-        out = torch.baddbmm(conv.bias.view(1, -1, 1).expand(b, -1, h * w), weight, flat)
-    return out.view(b, conv.out_channels, h, w)
+    return _pointwise(x, conv.weight.reshape(conv.out_channels, x.shape[1]), conv.bias)
 
+
+def _pointwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """(B, C, H, W) x (T, C) (+ (T,)) -> (B, T, H, W), one ``bmm`` with the weights expanded over the batch."""
+    b, c, h, w = x.shape
+    expanded = weight.expand(b, -1, -1)
+    flat = x.reshape(b, c, h * w)
+    if bias is None:
+        out = torch.bmm(expanded, flat)
+    else:
+        out = torch.baddbmm(bias.view(1, -1, 1).expand(b, -1, h * w), expanded, flat)
+    return out.view(b, weight.shape[0], h, w)
 
 class ConfounderAttention(nn.Module):
     """One modality's back-door branch: features -> D_m = W_h X + W_g E_z[g(z)].
@@ -114,28 +118,8 @@ class ConfounderAttention(nn.Module):
         return logits.softmax(dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, _, h, w = x.shape
-        qh = pointwise_conv(x, self.proj)
-        out = qh[:, self.d_k :]
-        if not self.use_backdoor:
-            return out
-        k = self.key(self.dictionary) / math.sqrt(self.d_k)  # (N, d_k)
-        v = self.value(self.dictionary)  # (N, d_f): W_g z_i
-        log_prior = None
-        if self.normalise:  # w_i = softmax(logit_i + log P(z_i))
-            log_prior = self.prior.clamp_min(1e-12).log()[None, :, None]
-        else:  # lambda_i times P(z_i) W_g z_i
-            v = v * self.prior[:, None]
-        q = qh[:, : self.d_k].flatten(2)  # (B, d_k, P)
-        parts = []
-        for start in range(0, h * w, self.chunk):
-            qc = q[:, :, start : start + self.chunk]
-            logits = torch.einsum("bcp,nc->bnp", qc, k)
-            if log_prior is not None:
-                logits = logits + log_prior
-            parts.append(torch.einsum("bnp,nf->bfp", logits.softmax(dim=1), v))
-        g = torch.cat(parts, dim=2) if len(parts) > 1 else parts[0]
-        return out + g.view(b, self.d_f, h, w)
+        # D_m itself: the identity map (exact in floating point).
+        return self.mapped(x, torch.eye(self.d_f, dtype=x.dtype, device=x.device))
 
     def mapped(self, x: torch.Tensor, mapping: torch.Tensor) -> torch.Tensor:
         """``mapping @ D_m`` at every pixel, without materialising D_m (differentiable).
@@ -157,18 +141,18 @@ class ConfounderAttention(nn.Module):
         b_qh = self.proj.bias
         weight = torch.cat([w_qh[: self.d_k], mapping @ w_qh[self.d_k :]])
         bias = torch.cat([b_qh[: self.d_k], mapping @ b_qh[self.d_k :]])
-        qe = torch.baddbmm(bias.view(1, -1, 1).expand(b, -1, h * w), weight.expand(b, -1, -1), x.reshape(b, c, h * w))
+        qe = _pointwise(x, weight, bias).flatten(2)
         out = qe[:, self.d_k :]
         if not self.use_backdoor:
             return out.reshape(b, m, h, w)
         k = self.key(self.dictionary) / math.sqrt(self.d_k)  # (N, d_k)
         v = self.value(self.dictionary) @ mapping.t()  # (N, M): mapping W_g z_i
         log_prior = None
-        if self.normalise:
+        if self.normalise:  # w_i = softmax(logit_i + log P(z_i))
             log_prior = self.prior.clamp_min(1e-12).log()[None, :, None]
-        else:
+        else:  # lambda_i times P(z_i) mapping W_g z_i
             v = v * self.prior[:, None]
-        q = qe[:, : self.d_k]
+        q = qe[:, : self.d_k]  # (B, d_k, P)
         parts = []
         for start in range(0, h * w, self.chunk):
             logits = torch.einsum("bcp,nc->bnp", q[:, :, start : start + self.chunk], k)
