@@ -19,7 +19,11 @@ Two truths are reported:
   this measures whether a large misalignment is undone as well as none).
 
 Also: ``--synthetic`` scenes of the street renderer of ``causalfuse demo``
-(exactly aligned by construction: the one set whose truth is exact), unrelated pairs (the infrared image of one scene with the
+(exactly aligned by construction: the one set whose truth is exact), moved
+the same way; ``--synthetic-affine`` further scenes moved by an affine
+transform (the same moves, then the x and y scales each changed by up to
+``--anisotropy`` in log and a shear of up to ``--shear``: what only the
+affine and projective models can undo, so only they run there); unrelated pairs (the infrared image of one scene with the
 visible image of another; they must be refused), the time per pair at
 640 x 512 -> 1280 x 1024, and the fusion metrics of registered-then-fused
 pairs against fusing the aligned originals.
@@ -42,14 +46,14 @@ import numpy as np
 from causalfuse.register.synthetic import corner_error, misalign
 
 
-def _pairs(shared: Path, sets: list[str], limit: int | None):
+def _pairs(shared: Path, sets: list[str], limit: int | None, start: int = 0):
     from causalfuse.data.paired import find_pairs
     from causalfuse.io import load_image
 
     for name in sets:
         root = shared / "data" / "val" / name
         pairs = find_pairs(root / "ir", root / "vi")
-        for pair in pairs[:limit]:
+        for pair in pairs[start:start + limit if limit is not None else None]:
             yield name, pair.name, load_image(pair.ir), load_image(pair.vi)
 
 
@@ -61,9 +65,15 @@ def main(argv=None) -> int:
     p.add_argument("--models", default="translation,similarity,affine,projective")
     p.add_argument("--cases", type=int, default=2, help="random misalignments per val pair")
     p.add_argument("--limit", type=int, default=None, help="pairs per val set")
+    p.add_argument("--start", type=int, default=0, help="skip this many pairs of each val set (file order) first")
     p.add_argument("--crop", type=float, default=0.7)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--synthetic", type=int, default=10, help="scenes of the package's street renderer (exactly aligned), default 10")
+    p.add_argument("--synthetic-affine", type=int, default=10,
+                   help="further scenes moved by an affine transform (set synthetic-affine; affine and projective only), default 10")
+    p.add_argument("--anisotropy", type=float, default=0.04,
+                   help="synthetic-affine: the x and y scales each times exp(uniform(+-A)) (default 0.04)")
+    p.add_argument("--shear", type=float, default=0.03, help="synthetic-affine: shear uniform(+-S) (default 0.03)")
     p.add_argument("--skip-fusion", action="store_true", help="no fusion metrics of registered pairs")
     p.add_argument("--method", default="causalfuse", help="fusion method for the fusion metrics (default causalfuse)")
     args = p.parse_args(argv)
@@ -78,13 +88,18 @@ def main(argv=None) -> int:
     rows = []
     done = {(r["set"], r["pair"], r["case"], r["model"]) for r in _read(args.output / "cases.csv")}
     rows = _read(args.output / "cases.csv")
-    items = list(_pairs(args.shared, [s for s in args.sets.split(",") if s], args.limit))
+    items = list(_pairs(args.shared, [s for s in args.sets.split(",") if s], args.limit, args.start))
     items += [("synthetic", f"street{seed}", *_synthetic(seed)) for seed in range(args.synthetic)]
+    items += [("synthetic-affine", f"street{seed}", *_synthetic(seed)) for seed in range(100, 100 + args.synthetic_affine)]
     for set_name, name, ir, vi in tqdm(items, desc="pairs", unit="pair"):
         still_cam, still_vi, still_truth = misalign(ir, vi, rng, crop=args.crop, still=True)
-        cases = [misalign(ir, vi, rng, crop=args.crop) for _ in range(args.cases)]
+        affine = set_name == "synthetic-affine"
+        cases = [misalign(ir, vi, rng, crop=args.crop, anisotropy=args.anisotropy if affine else 0.0,
+                          shear=args.shear if affine else 0.0) for _ in range(args.cases)]
         shifts = [misalign(ir, vi, rng, crop=args.crop, rotation=0.0, scales=(1.0, 1.0)) for _ in range(args.cases)]
         for model in models:
+            if affine and model in ("translation", "similarity"):
+                continue  # they cannot undo an affine move
             intrinsic = None
             if (set_name, name, "still", model) not in done:
                 t0 = time.perf_counter()
@@ -233,7 +248,7 @@ def _fusion(args, items) -> None:
     done = {(r["set"], r["pair"]) for r in rows}
     method = create_method(args.method)
     for index, (set_name, name, ir, vi) in enumerate(tqdm(items, desc="fusing", unit="pair")):
-        if (set_name, name) in done or set_name == "synthetic":
+        if (set_name, name) in done or set_name.startswith("synthetic"):
             continue
         rng = np.random.default_rng([args.seed, index])  # the same misalignment when the run resumes
         cam, vic, _ = misalign(ir, vi, rng, crop=args.crop)

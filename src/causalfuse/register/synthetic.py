@@ -3,7 +3,8 @@
 :func:`misalign` turns an aligned infrared-visible pair into what two cameras
 side by side would give: the visible image is a central crop of the frame,
 and the infrared camera has the crop's field of view moved by a shift, a
-rotation and a scale, at its own resolution. It returns the true transform,
+rotation and a scale (optionally also different scales along x and y and a
+shear: an affine move), at its own resolution. It returns the true transform,
 so an estimate can be scored by its corner error (:func:`corner_error`).
 """
 
@@ -17,7 +18,8 @@ __all__ = ["misalign", "corner_error"]
 
 
 def misalign(ir: np.ndarray, vi: np.ndarray, rng: np.random.Generator, *, crop: float = 0.7, cam_width: int = 640,
-              shift: float = 40.0, rotation: float = 5.0, scales=(0.8, 1.25), still: bool = False):
+              shift: float = 40.0, rotation: float = 5.0, scales=(0.8, 1.25), anisotropy: float = 0.0, shear: float = 0.0,
+              still: bool = False):
     """Make a pair from two cameras out of an aligned pair.
 
     Args:
@@ -25,6 +27,11 @@ def misalign(ir: np.ndarray, vi: np.ndarray, rng: np.random.Generator, *, crop: 
         rng: draws the shift (uniform, +-``shift`` visible pixels per axis),
             the rotation (uniform, +-``rotation`` degrees) and the scale
             (log-uniform in ``scales``).
+        anisotropy: the scales along x and y are further multiplied by
+            exp(uniform(+-``anisotropy``)) each (0: a similarity move).
+        shear: ... and x moves by uniform(+-``shear``) times y (drawn
+            only when ``anisotropy`` or ``shear`` is not 0, so that the
+            draws of similarity moves stay the same).
         crop: the visible image is this central fraction of each side.
         cam_width: the infrared camera's width at most (the frame's size otherwise).
         still: no shift, rotation or scale (the nominal rig).
@@ -50,6 +57,9 @@ def misalign(ir: np.ndarray, vi: np.ndarray, rng: np.random.Generator, *, crop: 
         t = rng.uniform(-shift, shift, 2)
     c = np.array([(W - 1) / 2, (H - 1) / 2])
     rot = s * np.array([[math.cos(th), -math.sin(th)], [math.sin(th), math.cos(th)]])
+    if not still and (anisotropy or shear):
+        sx, sy = np.exp(rng.uniform(-anisotropy, anisotropy, 2))
+        rot = rot @ np.array([[sx, rng.uniform(-shear, shear)], [0.0, sy]])
     move = np.eye(3)
     move[:2, :2], move[:2, 2] = rot, c - rot @ c + t  # on the crop's grid
     kx, ky = w2 / W, h2 / H
