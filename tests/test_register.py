@@ -147,6 +147,57 @@ def test_known_misalignments_are_undone(street, model):
     assert corner_error(truth, t.matrix, cam.shape) < 2.0
 
 
+def test_an_affine_move_is_undone_by_affine_and_not_by_similarity(street):
+    ir, vi = street
+    cam, vic, truth = misalign(ir, vi, np.random.default_rng(2), anisotropy=0.04, shear=0.03)
+    a = truth[:2, :2]
+    assert abs(np.linalg.norm(a[:, 0]) / np.linalg.norm(a[:, 1]) - 1) > 0.01  # not a similarity
+    assert corner_error(truth, estimate_transform(cam, vic, "affine").matrix, cam.shape) < 2.0
+    assert corner_error(truth, estimate_transform(cam, vic, "similarity").matrix, cam.shape) > 4.0
+
+
+def test_misalign_without_anisotropy_draws_what_it_drew_before(street):
+    ir, vi = street
+    plain = misalign(ir, vi, np.random.default_rng(4))[2]
+    zero = misalign(ir, vi, np.random.default_rng(4), anisotropy=0.0, shear=0.0)[2]
+    np.testing.assert_array_equal(plain, zero)
+    a = misalign(ir, vi, np.random.default_rng(4), anisotropy=0.04)[2][:2, :2]
+    assert not np.allclose(a @ a.T / (a @ a.T)[0, 0], np.eye(2), atol=1e-3)  # scales differ along the axes
+
+
+def test_estimation_repeats_whatever_the_candidates_threads(street):
+    """The candidates run side by side in threads; the choice and the result do not depend on their timing.
+
+    SimpleITK's multi-threaded metric sums in a varying order, so repeated runs
+    differ by rounding (about 1e-4 px here), not by a candidate.
+    """
+    ir, vi = street
+    cam, vic, _ = misalign(ir, vi, np.random.default_rng(7))
+    first = estimate_transform(cam, vic, "affine").matrix
+    for _ in range(2):
+        assert corner_error(first, estimate_transform(cam, vic, "affine").matrix, cam.shape) < 0.01
+
+
+def test_pyramid_levels_keep_pixel_positions():
+    """A linear ramp keeps its values at the levels' pixel positions (smoothing and block means preserve it)."""
+    from causalfuse.register.estimate import _Frames
+
+    sitk = pytest.importorskip("SimpleITK")
+    yy, xx = np.mgrid[0:96, 0:128].astype(np.float32)
+    ramp = (xx + 2 * yy) / 400
+    frames = _Frames(ramp, ramp)
+    frames.fixed = sitk.GetImageFromArray(ramp)
+    frames.moving = sitk.GetImageFromArray(ramp)
+    for shrink in (2, 4):
+        fixed, _ = frames.level(shrink)
+        values = sitk.GetArrayFromImage(fixed)
+        ox, oy = fixed.GetOrigin()
+        sx, sy = fixed.GetSpacing()
+        i, j = 5, 7  # away from the borders, where the smoothing pads
+        x, y = ox + j * sx, oy + i * sy
+        assert values[i, j] == pytest.approx((x + 2 * y) / 400, abs=1e-4)
+
+
 def test_a_lower_resolution_infrared_camera_is_registered(street):
     ir, vi = street
     cam, vic, truth = misalign(ir, vi, np.random.default_rng(5), cam_width=320)

@@ -15,10 +15,11 @@ bins). The estimate runs in three steps:
 2. **Mattes mutual information** (SimpleITK's registration framework, a
    multi-resolution pyramid and its regular-step gradient-descent
    optimiser): the best four candidates and the nominal transform are
-   refined as similarity transforms on the coarse levels; the one with the
-   highest mutual information of the intensities wins and is refined on the
-   finest levels as the asked model (translation, similarity or affine;
-   affine starts from the similarity result).
+   refined as similarity transforms on the coarse levels; the one whose
+   intensities and gradient magnitudes share the most information with the
+   visible image's (the sum of the two, in bits) wins and is refined as the
+   asked model (translation, similarity or affine), affine on three levels
+   down to the finest.
 3. **Projective** (OpenCV's ECC, an enhanced-correlation optimiser): starts
    from the affine result on the finest level and is kept only if it raises
    the mutual information.
@@ -32,6 +33,8 @@ the value reached.
 from __future__ import annotations
 
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,6 +53,12 @@ MIN_MI = 0.12
 #: Fraction of the visible image the infrared image must cover.
 MIN_OVERLAP = 0.25
 _BINS = 32
+#: Gaussian blur (infrared pixels) before the gradient magnitudes that the
+#: Mattes refinement compares. Blurred edges flatten the optimum: on the
+#: package's exactly aligned street scenes an affine refinement run to
+#: convergence from the true transform ends 0.65 px (median corner error of
+#: 10 scenes) from it at sigma 1, 0.35 to 0.46 px at 0 to 0.7, 1.2 px at 2.
+_GRADIENT_SIGMA = 1.0
 _COARSE = 192  # long side (pixels) of the grid the search runs on
 
 
@@ -182,11 +191,11 @@ class _Frames:
         self.levels = max(1, int(round(self.spacing)))  # the finest useful shrink of the visible image
         self.vi_img, self.ir_img = vi, ir
         self.vi_ranks, self.ir_ranks = _ranks(vi), _ranks(ir)  # for the mutual information of the intensities
-        self.vi_grad = _ranks(_gradient(vi, self.spacing))
-        self.ir_grad = _ranks(_gradient(ir, 1.0))
+        self.vi_grad = _ranks(_gradient(vi, _GRADIENT_SIGMA * self.spacing))
+        self.ir_grad = _ranks(_gradient(ir, _GRADIENT_SIGMA))
         S = np.linalg.inv(self.nominal)  # infrared pixel p sits at physical position S @ p
         self.fixed, self.moving = self._images(self.vi_grad, self.ir_grad, S)
-        self.fixed_pixels = self.fixed.GetWidth() * self.fixed.GetHeight()
+        self._pyramid: dict[int, tuple] = {}
         self.S = S
         self.centre = ((W - 1) / 2, (H - 1) / 2)
 
@@ -227,22 +236,42 @@ class _Frames:
         """The physical-frame matrix of a visible px -> infrared px matrix."""
         return self.S @ matrix
 
+    def level(self, shrink: int) -> tuple:
+        """(fixed, moving) of one level of the registration pyramid, made once per pair.
 
-def _method(shrinks: list[int], sigmas: list[float], pixels: int, *, learning_rate: float, iterations: int):
+        Both images smoothed by a Gaussian of sigma ``shrink / 2`` of their own
+        pixels, the fixed one then shrunk by ``shrink`` (block means): the levels SimpleITK's
+        multi-resolution framework makes with those shrink factors and
+        sigmas, which it would otherwise remake for every refinement (about
+        60 ms of the 0.17 s each coarse refinement took at 640 x 512).
+        """
+        if shrink not in self._pyramid:
+            sitk = _sitk()
+            variance = [(0.5 * shrink) ** 2] * 2
+            fixed = sitk.DiscreteGaussian(self.fixed, variance, 32, 0.01, False)
+            if shrink > 1:
+                # BinShrink (block means, placed at the blocks' centres); Shrink would
+                # place one pixel of each block at the block's centre: half a pixel off.
+                fixed = sitk.BinShrink(fixed, [shrink, shrink])
+            moving = sitk.DiscreteGaussian(self.moving, variance, 32, 0.01, False)
+            self._pyramid[shrink] = (fixed, moving)
+        return self._pyramid[shrink]
+
+
+def _method(samples: float, *, learning_rate: float, iterations: int, min_step: float):
+    """One level's registration: ``samples`` is the fraction of the fixed image's pixels the metric uses."""
     sitk = _sitk()
     r = sitk.ImageRegistrationMethod()
     r.SetMetricAsMattesMutualInformation(numberOfHistogramBins=_BINS)
-    # About _SAMPLES points per level, on a regular grid (the same points every run: deterministic).
+    # Points on a regular grid (the same points every run: deterministic).
     r.SetMetricSamplingStrategy(r.REGULAR)
-    r.SetMetricSamplingPercentagePerLevel([min(1.0, (_SAMPLES_FINEST if k == 1 else _SAMPLES) * k * k / pixels) for k in shrinks], 1)
+    r.SetMetricSamplingPercentage(min(1.0, samples), 1)
     r.SetInterpolator(sitk.sitkLinear)
+    # The step halves whenever the gradient turns back; the level ends at min_step (or the iteration cap).
     r.SetOptimizerAsRegularStepGradientDescent(
-        learningRate=learning_rate, minStep=0.01, numberOfIterations=iterations, relaxationFactor=0.5, gradientMagnitudeTolerance=1e-8
+        learningRate=learning_rate, minStep=min_step, numberOfIterations=iterations, relaxationFactor=0.5, gradientMagnitudeTolerance=1e-8
     )
     r.SetOptimizerScalesFromPhysicalShift()
-    r.SetShrinkFactorsPerLevel(shrinks)
-    r.SetSmoothingSigmasPerLevel(sigmas)
-    r.SmoothingSigmasAreSpecifiedInPhysicalUnitsOff()
     return r
 
 
@@ -339,16 +368,26 @@ def _histogram_mi(a: np.ndarray, b: np.ndarray) -> float:
 
 
 _CANDIDATES = 4  # search candidates refined and compared
+_COARSE_LEVELS = [8, 4]  # where they are refined
 
 
-def _intensity_mi(frames: _Frames, tx, min_overlap: float) -> float:
-    """Mutual information (bits) of the intensities at a SimpleITK transform; -1 below ``min_overlap``."""
+def _shared_information(frames: _Frames, tx, min_overlap: float) -> float:
+    """How a refined candidate is judged: the mutual information (bits) of the intensities plus that of the gradient magnitudes.
+
+    -1 below ``min_overlap``. Intensities alone pick a wrong candidate where a
+    large uniform region (night sky, road) lines up with one of the other
+    image; gradients alone where edges repeat. On the registration
+    benchmark's pairs 7 to 18 of each val set (not those the choice was
+    first seen on), the sum left a candidate more than 3 px worse than the
+    best one refined in 5 of 60 cases, intensities alone in 11.
+    """
     try:
         t = Transform("affine", frames.to_matrix(tx), frames.ir_size, frames.vi_size)
         mi, overlap = _ranked_mi(frames.ir_ranks, frames.vi_ranks, t)
+        edges, _ = _ranked_mi(frames.ir_grad, frames.vi_grad, t)
     except CausalFuseError:  # degenerate
         return -1.0
-    return mi if overlap >= min_overlap else -1.0
+    return mi + edges if overlap >= min_overlap else -1.0
 
 
 def _similarity_from(frames: _Frames, matrix: np.ndarray):
@@ -366,11 +405,27 @@ def _similarity_from(frames: _Frames, matrix: np.ndarray):
     return t
 
 
-def _refine(frames: _Frames, tx, shrinks: list[int], *, learning_rate: float, iterations: int = 100) -> float:
-    r = _method(shrinks, [0.5 * s for s in shrinks], frames.fixed_pixels, learning_rate=learning_rate, iterations=iterations)
-    r.SetInitialTransform(tx, inPlace=True)
-    r.Execute(frames.fixed, frames.moving)
-    return float(r.GetMetricValue())
+def _refine(frames: _Frames, tx, shrinks: list[int], *, learning_rate: float, iterations: int = 100, min_step: float = 0.01,
+            threads: int | None = None) -> float:
+    """Refine ``tx`` in place on the pyramid levels ``shrinks`` (coarse to fine); the metric value at the end.
+
+    Each level restarts the optimiser at ``learning_rate`` and runs until the
+    step falls below ``min_step`` or ``iterations`` are done, with
+    :data:`_SAMPLES` metric points (:data:`_SAMPLES_FINEST` on the finest).
+    ``threads``: SimpleITK's threads (default: its own).
+    """
+    value = 0.0
+    for shrink in shrinks:
+        fixed, moving = frames.level(shrink)
+        pixels = fixed.GetWidth() * fixed.GetHeight()
+        r = _method((_SAMPLES_FINEST if shrink == 1 else _SAMPLES) / pixels, learning_rate=learning_rate,
+                    iterations=iterations, min_step=min_step)
+        if threads:
+            r.SetNumberOfThreads(threads)
+        r.SetInitialTransform(tx, inPlace=True)
+        r.Execute(fixed, moving)
+        value = float(r.GetMetricValue())
+    return value
 
 
 def estimate_transform(
@@ -417,23 +472,44 @@ def estimate_transform(
     else:
         # Each candidate is refined on the coarse levels; the one whose
         # intensities then share the most information with the visible image wins.
-        best = None
         starts = [m for _, m in _search(frames, search, keep=_CANDIDATES, rotate=True, min_overlap=min_overlap)]
-        for start in starts + [frames.nominal]:  # the nominal rig always competes
+        starts.append(frames.nominal)  # the nominal rig always competes
+        for shrink in _COARSE_LEVELS:
+            frames.level(shrink)  # made before the threads share them
+
+        def judged(start: np.ndarray) -> tuple[float, object]:
             tx = _similarity_from(frames, start)
-            _refine(frames, tx, [8, 4], learning_rate=2.0)
-            value = _intensity_mi(frames, tx, min_overlap)
-            if best is None or value > best[0]:
-                best = (value, tx)
-        tx = best[1]
-        _refine(frames, tx, [2, 1], learning_rate=1.0)
-        matrix = frames.to_matrix(tx)
-        if model in ("affine", "projective"):
+            # The coarse levels only choose: a step of 0.05 (physical pixels) is fine enough.
+            _refine(frames, tx, _COARSE_LEVELS, learning_rate=2.0, iterations=40, min_step=0.05, threads=1)
+            return _shared_information(frames, tx, min_overlap), tx
+
+        # One candidate per core, each on one thread: on these small levels
+        # SimpleITK's own threads gain less than running candidates side by side.
+        workers = min(len(starts), os.cpu_count() or 1)
+        if workers > 1:
+            with ThreadPoolExecutor(workers) as pool:
+                judgements = list(pool.map(judged, starts))
+        else:
+            judgements = [judged(start) for start in starts]
+        # the first best in the order of the candidates (whatever the threads)
+        best = max(range(len(judgements)), key=lambda i: (judgements[i][0], -i))
+        tx = judgements[best][1]
+        if model == "similarity":
+            _refine(frames, tx, [2, 1], learning_rate=1.0)
+            matrix = frames.to_matrix(tx)
+        else:
+            # Affine from the chosen similarity, on three levels and run to a
+            # step of 0.002: the two parameters a similarity lacks (the
+            # ratio of the axes' scales and the shear) move the image least
+            # per step, and two levels stopped at a step of 0.01 (as before
+            # 2026-12) left them short: a 4 % difference of the axes' scales
+            # was undone in 9 of 14 synthetic scenes, now in 10 to 12, and
+            # the levels rarely need more than 60 iterations.
             af = sitk.AffineTransform(2)
             af.SetCenter(tx.GetCenter())
             af.SetMatrix(tx.GetMatrix())
             af.SetTranslation(tx.GetTranslation())
-            _refine(frames, af, [2, 1], learning_rate=0.25)
+            _refine(frames, af, [4, 2, 1], learning_rate=0.5, iterations=60, min_step=0.002)
             matrix = frames.to_matrix(af)
     result = Transform(model="affine" if model == "projective" else model, matrix=matrix, ir_size=frames.ir_size, vi_size=frames.vi_size)
     mi, overlap = _ranked_mi(frames.ir_ranks, frames.vi_ranks, result)
