@@ -17,14 +17,26 @@ fewer images than other methods have as not comparable. Triplets are scored
 in a process pool (``jobs`` processes, default all cores); the rows come back
 in a fixed order (method, then image in natural order, then metric in the
 order asked).
+
+The pool's processes are forked from a fork server (``forkserver``), never
+from the caller: forking a process that runs threads (torch's, tqdm's
+monitor, a pool's queue feeder) can leave a lock held in the child and hang
+it. The server starts once per process, single-threaded, with this module
+imported, so each later call starts its workers in milliseconds.
 """
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import multiprocessing.context
+import multiprocessing.forkserver
 import os
+import pickle
+import sys
+import threading
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Hashable, Iterable, Iterator, Mapping, NamedTuple, Sequence, TypeVar
@@ -34,8 +46,9 @@ import numpy as np
 from ..data.paired import _shorten, list_images, natural_key
 from ..errors import CausalFuseError
 from ..io import load_image
-from . import DEFAULT_METRICS, compute_prepared, prepare, resolve_metrics
+from . import DEFAULT_METRICS, _registry, compute_prepared, prepare, resolve_metrics
 from ._checks import Colour
+from ._registry import MetricInfo
 
 __all__ = [
     "ScoreRow", "Summary", "Triplet", "comparable_means", "find_triplets", "pair_names", "score_triplets", "score_folder", "summarise",
@@ -118,6 +131,8 @@ def pair_names(ir_dir: str | os.PathLike, vi_dir: str | os.PathLike) -> list[str
 
 def _score_one(job: tuple[Triplet, tuple[str, ...], str]) -> list[ScoreRow]:
     t, names, colour = job
+    for info in _extra_metrics:  # metrics the caller registered, unknown to a fresh process
+        _registry._METRICS.setdefault(info.name.lower(), info)
     fused, ir, vi = load_image(t.fused), load_image(t.ir), load_image(t.vi)
     try:
         p = prepare(fused, ir, vi, colour)  # type: ignore[arg-type]
@@ -129,6 +144,8 @@ def _score_one(job: tuple[Triplet, tuple[str, ...], str]) -> list[ScoreRow]:
 
 # Threads per triplet: 1 in pool workers (the processes already fill the cores).
 _threads: int | None = None
+# In a pool worker: the caller's own metrics (see _init_worker).
+_extra_metrics: tuple[MetricInfo, ...] = ()
 
 
 def _default_jobs() -> int:
@@ -179,27 +196,92 @@ def score_triplets(
         for chunk in wrap(map(_score_one, work)):
             rows.extend(chunk)
         return rows
+    _check_main_importable()
+    extra = _caller_metrics(names)
     chunksize = max(1, min(8, len(work) // (4 * jobs)))
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=_context(), initializer=_init_worker) as pool:
-        for chunk in wrap(pool.map(_score_one, work, chunksize=chunksize)):
-            rows.extend(chunk)
+    try:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=_context(), initializer=_init_worker, initargs=(extra,)) as pool:
+            for chunk in wrap(pool.map(_score_one, work, chunksize=chunksize)):
+                rows.extend(chunk)
+    except BrokenProcessPool:
+        raise CausalFuseError(
+            "a scoring process died before it finished (out of memory, or killed); when calling from a script, "
+            "the script must start its work under `if __name__ == \"__main__\":` (the processes import it); "
+            "jobs=1 scores in this process"
+        ) from None
     return rows
 
 
+def _check_main_importable() -> None:
+    """The pool's processes import the caller's main script: refuse one that is not a file (``python - < x.py``)."""
+    path = getattr(sys.modules["__main__"], "__file__", None)
+    spec = getattr(sys.modules["__main__"], "__spec__", None)
+    if spec is None and path is not None and not os.path.isfile(path):
+        raise CausalFuseError(
+            f"scoring in several processes needs the calling script as a file (they import it), not {path!r}; "
+            "score with jobs=1, or run the script from a file"
+        )
+
+
+def _caller_metrics(names: Sequence[str]) -> tuple[MetricInfo, ...]:
+    """The metrics among ``names`` registered outside causalfuse, checked to travel to the pool's processes."""
+    extra = tuple(info for info in resolve_metrics(list(names)) if not info.fn.__module__.startswith("causalfuse."))
+    interactive = getattr(sys.modules["__main__"], "__file__", None) is None  # a notebook or the REPL
+    for info in extra:
+        why = "it is defined in an interactive session, which the processes cannot import" if (
+            interactive and info.fn.__module__ == "__main__") else None
+        try:
+            pickle.dumps(info)
+        except Exception as exc:  # pickling raises many types (PicklingError, AttributeError, TypeError)
+            why = str(exc)
+        if why:
+            raise CausalFuseError(
+                f"metric {info.name!r} cannot be sent to the scoring processes ({why}); define it at the top level "
+                "of an importable module, or score with jobs=1"
+            )
+    return extra
+
+
+_SINGLE_THREADED = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+_server_lock = threading.Lock()
+
+
 def _context() -> multiprocessing.context.BaseContext:
-    """fork where available: the workers run NumPy/SciPy only (never torch, whose
-    thread pools do not survive a fork), start in milliseconds, and do not
-    re-import the caller's main module (a script without an
-    ``if __name__ == "__main__"`` guard still works)."""
-    if "fork" in multiprocessing.get_all_start_methods():
-        return multiprocessing.get_context("fork")
-    return multiprocessing.get_context("spawn")  # pragma: no cover - not Linux
+    """The fork server where there is one (Linux, macOS), else spawn.
+
+    The server is started here, once, with this module preloaded and the
+    BLAS and OpenMP libraries told to use one thread: it has no threads when
+    it forks a worker, and the workers (one per core) do not oversubscribe.
+    A fork server someone else started already is used as it is.
+    """
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")  # pragma: no cover - Windows
+    ctx = multiprocessing.get_context("forkserver")
+    with _server_lock:
+        ctx.set_forkserver_preload([__name__])
+        with _environment(_SINGLE_THREADED):
+            multiprocessing.forkserver.ensure_running()
+    return ctx
 
 
-def _init_worker() -> None:
+@contextlib.contextmanager
+def _environment(values: Mapping[str, str]) -> Iterator[None]:
+    """Environment variables set (where unset) for the block, as the fork server's process starts."""
+    added = [k for k in values if k not in os.environ]
+    for k in added:
+        os.environ[k] = values[k]
+    try:
+        yield
+    finally:
+        for k in added:
+            os.environ.pop(k, None)
+
+
+def _init_worker(extra: tuple[MetricInfo, ...] = ()) -> None:
     # One process per core: keep each single-threaded so they do not fight.
-    global _threads
+    global _threads, _extra_metrics
     _threads = 1
+    _extra_metrics = extra
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     try:
         import threadpoolctl  # type: ignore[import-not-found]
