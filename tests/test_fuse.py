@@ -197,6 +197,22 @@ def test_fusing_does_not_import_the_metrics_or_plotting_stack():
     assert out == "", f"imported on the fuse path: {out}"
 
 
+def test_the_package_names_its_api_without_importing_it_and_fuse_stays_the_function():
+    """``import causalfuse.metrics`` does not import torch; ``causalfuse.fuse`` is the function, however it is reached."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, causalfuse.metrics\n"
+        "print('torch' in sys.modules)\n"
+        "import causalfuse.fuse, causalfuse\n"
+        "from causalfuse.fuse import fuse\n"
+        "print(causalfuse.fuse is fuse, causalfuse.load_model.__module__, sorted(set(causalfuse.__all__) - set(dir(causalfuse))))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert out == ["False", "True causalfuse.checkpoint []"]
+
+
 def test_the_fuse_command_loads_no_stack_it_does_not_use(tmp_path):
     """`causalfuse fuse` on a small pair, in a fresh process, imports no metrics, plotting, registration, ONNX or compiler stack.
 
