@@ -22,7 +22,8 @@ the inputs) on a batch of B crops of S x S; ``causal:fast:...`` the same for
 :class:`causalfuse.models.net.CausalFusionNet` when it is installed.
 <impl> is ``plain`` (benchmarks/lrr_plain.py), ``fast`` (causalfuse.models.lrr,
 kernels compiled, as training runs them), ``eager`` (uncompiled: on the CPU
-the chunked stages, what ``causalfuse fuse`` runs there at every size) or
+the chunked stages, what ``causalfuse fuse`` runs there at every size),
+``eagerbf16`` (the same under bfloat16 autocast: ``fuse --precision bf16``) or
 ``onnx`` (the network exported
 by :mod:`causalfuse.export` and run in ONNX Runtime with the onnxruntime
 backend's session options, as many threads as PyTorch; the export is not
@@ -53,6 +54,7 @@ on synthetic grey and colour pairs of each size.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import filecmp
 import json
 import os
@@ -82,6 +84,7 @@ CONFIGS = [
     "lrrnet:onnx:480x640",
     "causal:fast:480x640",
     "causal:eager:480x640",
+    "causal:eagerbf16:480x640",
     "causal:onnx:480x640",
     "train:plain:6x128",
     "train:fast:6x128",
@@ -90,7 +93,7 @@ CONFIGS = [
 ]
 
 #: PyTorch (compiled, eager) and ONNX Runtime side by side.
-BACKEND_CONFIGS = [c for c in CONFIGS if c.startswith(("lrrnet:", "causal:")) and c.split(":")[1] != "plain"]
+BACKEND_CONFIGS = [c for c in CONFIGS if c.startswith(("lrrnet:", "causal:")) and c.split(":")[1] in ("fast", "eager", "onnx")]
 
 
 def _peak_rss_mb() -> float:
@@ -113,7 +116,7 @@ def _build(kind: str, impl: str, weights: Path):
         net = CausalFusionNet()
         net.load_lrrnet(str(weights))
         for encoder in (net.encoder_ir, net.encoder_vi):
-            encoder.compile = impl != "eager"
+            encoder.compile = not impl.startswith("eager")
         return net, (net.encoder_ir, net.encoder_vi)
     from causalfuse.models.lrr import LRRNet
 
@@ -155,8 +158,10 @@ def run_one(config: str, weights: Path, repeats: int) -> dict:
         ir = torch.rand(1, 1, a, b, generator=gen)
         vi = torch.rand(1, 1, a, b, generator=gen)
 
+        precision = torch.autocast("cpu", dtype=torch.bfloat16) if impl == "eagerbf16" else contextlib.nullcontext()
+
         def step() -> None:
-            with torch.inference_mode():
+            with torch.inference_mode(), precision:
                 if kind == "infer":
                     out_ir = enc_ir(ir)
                     out_vi = enc_vi(vi)
