@@ -168,9 +168,9 @@ def test_chunked_stages_match_plain_across_chunks_and_thresholds_of_every_sign(o
     formula's path), float64 forward and gradients against ordinary autograd
     of the transcription, and float32 forward within float rounding.
     """
-    from causalfuse.models import lrr
+    from causalfuse.models import lrr_kernels
 
-    monkeypatch.setattr(lrr, "EAGER_CHUNK", 17)  # 2 x 7 x 9 pixels: chunks of 17, the last one short
+    monkeypatch.setattr(lrr_kernels, "EAGER_CHUNK", 17)  # 2 x 7 x 9 pixels: chunks of 17, the last one short
     enc = LRREncoder(compile=False)
     enc.load_official(official_state, prefix="get_ls2.")
     with torch.no_grad():
@@ -240,20 +240,20 @@ def test_soft_threshold_formula_with_negative_threshold(device):
 
 def test_eager_in_place_threshold_gives_the_formula_channel_by_channel():
     """The eager kernels' eta(acc + bias) (per-channel soft shrink, negative thresholds by the formula) equals eta."""
-    from causalfuse.models import lrr
+    from causalfuse.models import lrr_kernels
 
     gen = torch.Generator().manual_seed(0)
     acc = torch.randn(2, 6, 5, 7, generator=gen)
     lam = torch.tensor([0.0, 0.3, -0.2, 1.0, 0.05, -1.5])
     bias = torch.randn(6, generator=gen)
-    expected = lrr._eta(acc + bias.view(1, -1, 1, 1), lam.view(1, -1, 1, 1))
+    expected = lrr_kernels._eta(acc + bias.view(1, -1, 1, 1), lam.view(1, -1, 1, 1))
     threads = torch.get_num_threads()
     got = acc.clone()
-    lrr._eta_eager_(got, lam, bias=bias)
+    lrr_kernels._eta_eager_(got, lam, bias=bias)
     assert torch.equal(got, expected)
     got = acc.clone()
-    lrr._eta_eager_(got, lam)
-    assert torch.equal(got, lrr._eta(acc, lam.view(1, -1, 1, 1)))
+    lrr_kernels._eta_eager_(got, lam)
+    assert torch.equal(got, lrr_kernels._eta(acc, lam.view(1, -1, 1, 1)))
     assert torch.get_num_threads() == threads
 
 
@@ -360,17 +360,17 @@ def test_load_official_refuses_mismatching_state(official_state):
 @pytest.mark.parametrize("size", [(2, 2), (3, 5), (7, 4)])
 def test_small_map_kernels_and_their_adjoints(size, device):
     """The one- and nine-channel helpers (both the compilable and the eager form) against autograd."""
-    from causalfuse.models import lrr
+    from causalfuse.models import lrr_kernels
 
     gen = torch.Generator().manual_seed(4)
     p = torch.randn(2, 9, *size, generator=gen, dtype=torch.float64).to(device).requires_grad_()
     x = torch.randn(2, 1, *size, generator=gen, dtype=torch.float64).to(device).requires_grad_()
     bias = torch.randn(1, generator=gen, dtype=torch.float64).to(device)
-    taps = lrr._residual_taps_eager(p, x, bias)
-    torch.testing.assert_close(lrr._residual_taps_pw(p, x, bias), taps, rtol=0, atol=0)
+    taps = lrr_kernels._residual_taps_eager(p, x, bias)
+    torch.testing.assert_close(lrr_kernels._residual_taps_pw(p, x, bias), taps, rtol=0, atol=0)
     grad = torch.randn(taps.shape, generator=gen, dtype=torch.float64).to(device)
     d_x, d_p = torch.autograd.grad(taps, [x, p], grad)
-    for backward in (lrr._residual_taps_bwd_pw, lrr._residual_taps_bwd_eager):
+    for backward in (lrr_kernels._residual_taps_bwd_pw, lrr_kernels._residual_taps_bwd_eager):
         d_r, d_pp = backward(grad)
         torch.testing.assert_close(d_r, d_x)
         torch.testing.assert_close(d_pp, d_p)
@@ -433,19 +433,19 @@ def test_no_cxx_compiler_gives_one_warning_and_the_same_code(official_state, mon
     import warnings
 
     from causalfuse.errors import CausalFuseWarning
-    from causalfuse.models import lrr
+    from causalfuse.models import lrr_kernels
 
     monkeypatch.setenv("CAUSALFUSE_COMPILE", "1")
-    monkeypatch.setattr(lrr, "_COMPILE_UNAVAILABLE", None)
+    monkeypatch.setattr(lrr_kernels, "_COMPILE_UNAVAILABLE", None)
     for name, fn, eager in [
-        ("_FIRST", lrr._first_into, lrr._first_into_eager),
-        ("_UPDATE", lrr._update_, lrr._update_eager_),
-        ("_MASK", lrr._mask_, lrr._mask_eager_),
-        ("_PROJECT", lrr._project_pw, lrr._project),
-        ("_RESIDUAL_TAPS", lrr._residual_taps_pw, lrr._residual_taps_eager),
-        ("_RESIDUAL_TAPS_BWD", lrr._residual_taps_bwd_pw, lrr._residual_taps_bwd_eager),
+        ("_FIRST", lrr_kernels._first_into, lrr_kernels._first_into_eager),
+        ("_UPDATE", lrr_kernels._update_, lrr_kernels._update_eager_),
+        ("_MASK", lrr_kernels._mask_, lrr_kernels._mask_eager_),
+        ("_PROJECT", lrr_kernels._project_pw, lrr_kernels._project),
+        ("_RESIDUAL_TAPS", lrr_kernels._residual_taps_pw, lrr_kernels._residual_taps_eager),
+        ("_RESIDUAL_TAPS_BWD", lrr_kernels._residual_taps_bwd_pw, lrr_kernels._residual_taps_bwd_eager),
     ]:
-        monkeypatch.setattr(lrr, name, lrr._Kernel(fn, eager))  # never compiled yet
+        monkeypatch.setattr(lrr_kernels, name, lrr_kernels._Kernel(fn, eager))  # never compiled yet
 
     def no_compiler(*args, **kwargs):
         raise RuntimeError("InvalidCxxCompiler: No working C++ compiler found in torch._inductor.config.cpp.cxx")
