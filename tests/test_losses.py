@@ -143,6 +143,36 @@ def test_detail_sum_target_keeps_both_sources_details(device):
     assert float(fusion_loss(t.float(), ir.float(), vi.float(), weights=w)["loss"]) < 1e-6
 
 
+def _ssim_2d_window(x, y, window=11, sigma=1.5):
+    """SSIM written out with one 11 x 11 window convolution and PyTorch's own autograd (the reference)."""
+    r = torch.arange(window, dtype=x.dtype, device=x.device) - (window - 1) / 2
+    g = torch.exp(-(r**2) / (2 * sigma**2))
+    g = g / g.sum()
+    w = (g[:, None] * g[None, :])[None, None]
+    stack = torch.cat([x, y, x * x, y * y, x * y], dim=1)
+    m = torch.nn.functional.conv2d(stack.flatten(0, 1)[:, None], w).view(x.shape[0], 5, *(s - window + 1 for s in x.shape[-2:]))
+    mx, my = m[:, 0], m[:, 1]
+    vx, vy, cxy = m[:, 2] - mx * mx, m[:, 3] - my * my, m[:, 4] - mx * my
+    c1, c2 = 0.01**2, 0.03**2
+    return (((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))).flatten(1).mean(1)
+
+
+@pytest.mark.parametrize("grad_of", ["x", "both"])
+def test_ssim_and_its_gradient_equal_the_2d_window_with_autograd(device, grad_of):
+    """The separable window and its hand-written adjoint: float64 values and gradients to 1e-12 of the literal form."""
+    x = _rand(2, 1, 23, 30, seed=5, dtype=torch.float64, device=device).requires_grad_()
+    y = (_rand(2, 1, 23, 30, seed=6, dtype=torch.float64, device=device) * 0.5 + 0.2).requires_grad_(grad_of == "both")
+    weights = torch.tensor([0.3, -1.7], dtype=torch.float64, device=device)
+    ours, ref = ssim(x, y), _ssim_2d_window(x, y)
+    torch.testing.assert_close(ours, ref, rtol=0, atol=1e-12)
+    inputs = [x, y] if grad_of == "both" else [x]
+    got = torch.autograd.grad((ours * weights).sum(), inputs)
+    want = torch.autograd.grad((ref * weights).sum(), inputs)
+    for a, b in zip(got, want):
+        assert float(b.abs().max()) > 1e-3
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+
+
 def test_ssim_against_the_target_instead_of_the_sources(device):
     ir = _rand(2, 1, 32, 32, seed=3, device=device) * 0.2 + 0.3
     vi = _rand(2, 1, 32, 32, seed=4, device=device) * 0.2 + 0.4

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -137,28 +138,66 @@ def _gaussian_1d(size: int, sigma: float, dtype: torch.dtype, device: torch.devi
     return g / g.sum()
 
 
-def _gaussian_window(size: int, sigma: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    g = _gaussian_1d(size, sigma, dtype, device)
-    return (g[:, None] * g[None, :])[None, None]
+def _separable_valid(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """(N, 1, H, W) correlated with the window ``g g^T`` at valid positions, as two 1-D passes."""
+    return F.conv2d(F.conv2d(x, g.view(1, 1, 1, -1)), g.view(1, 1, -1, 1))
+
+
+class _GaussianValid(torch.autograd.Function):
+    """The Gaussian window at valid positions, with its adjoint as the backward pass.
+
+    The window is symmetric, so the adjoint is the same two 1-D passes over
+    the zero-padded gradient. PyTorch's own backward of an 11 x 11
+    convolution of one channel takes 3 to 7 times the forward on the CPU
+    (430 to 680 ms for thirty 256 x 256 maps); this one costs what the
+    forward costs.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(g)
+        return _separable_valid(x, g)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (g,) = ctx.saved_tensors
+        r = g.numel() - 1
+        return _separable_valid(F.pad(grad, (r, r, r, r)), g), None
+
+
+def _autocast_on(device_type: str) -> bool:
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:  # PyTorch before 2.4: no per-device query
+        return torch.is_autocast_enabled() or torch.is_autocast_cpu_enabled()
+
+
+def _window_means(maps: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """Gaussian-weighted local means of (B, K, H, W) maps at valid positions: (B, K, H - s + 1, W - s + 1)."""
+    b, k = maps.shape[:2]
+    flat = maps.flatten(0, 1)[:, None]
+    custom = flat.requires_grad and not _autocast_on(flat.device.type)  # autocast retypes inside autograd's own ops only
+    m = _GaussianValid.apply(flat, g) if custom else _separable_valid(flat, g)
+    return m.view(b, k, *m.shape[-2:])
 
 
 def ssim(x: torch.Tensor, y: torch.Tensor, *, window: int = 11, sigma: float = 1.5, data_range: float = 1.0) -> torch.Tensor:
     """Mean SSIM per image of two (B, 1, H, W) tensors: (B,).
 
-    Gaussian window, valid positions only, K1 = 0.01, K2 = 0.03.
+    Gaussian window, valid positions only, K1 = 0.01, K2 = 0.03. The window
+    is applied as two 1-D passes (equal to the 2-D window to float rounding),
+    once to the maps that depend on ``x`` and once to those of ``y`` alone,
+    so a loss whose ``y`` is a fixed image differentiates only the first.
     """
     _check(x, y, min_size=window)
-    w = _gaussian_window(window, sigma, x.dtype, x.device)
+    g = _gaussian_1d(window, sigma, x.dtype, x.device)
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-    # One conv over the five stacked maps instead of five convs.
-    stack = torch.cat([x, y, x * x, y * y, x * y], dim=1)
-    b = x.shape[0]
-    m = F.conv2d(stack.flatten(0, 1)[:, None], w)
-    m = m.view(b, 5, x.shape[-2] - window + 1, x.shape[-1] - window + 1)
-    mx, my = m[:, 0], m[:, 1]
-    vx = m[:, 2] - mx * mx
-    vy = m[:, 3] - my * my
-    cxy = m[:, 4] - mx * my
+    m_x = _window_means(torch.cat([x, x * x, x * y], dim=1), g)
+    m_y = _window_means(torch.cat([y, y * y], dim=1), g)
+    mx, my = m_x[:, 0], m_y[:, 0]
+    vx = m_x[:, 1] - mx * mx
+    vy = m_y[:, 1] - my * my
+    cxy = m_x[:, 2] - mx * my
     s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
     return s.flatten(1).mean(dim=1)
 
