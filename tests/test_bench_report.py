@@ -20,7 +20,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from causalfuse.bench.report import Cell, _rank, latex_tables, load_run, markdown_tables, summarise, write_report
+from causalfuse.bench.report import write_report
+from causalfuse.bench.results import Cell, _rank, load_run, summarise
+from causalfuse.bench.tables import latex_tables, markdown_tables
 from causalfuse.bench.runner import BenchConfig, MethodSpec, parse_method_spec, run_bench
 
 METHODS = ("average", "max-abs", "gff")

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from causalfuse.bench import runner
-from causalfuse.bench.report import image_counts, load_run, summarise
+from causalfuse.bench.results import image_counts, load_run, summarise
 from causalfuse.bench.runner import BenchConfig, MethodSpec, parse_method_spec, read_csv, run_bench
 from causalfuse.cli import main
 from causalfuse.errors import CausalFuseError

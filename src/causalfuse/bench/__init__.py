@@ -4,8 +4,12 @@
   DWT, GFF), registered as fusion methods.
 - :mod:`.runner`: :func:`run_bench` fuses every dataset with every method
   (fused images cached on disk), scores them and writes a tidy CSV.
-- :mod:`.report`: tables (Markdown, LaTeX), figures and one self-contained
-  HTML report, read from the CSVs of a run.
+- :mod:`.results`: a run read back from its CSVs, and the means, counts and
+  ranks its tables show.
+- :mod:`.tables` (Markdown, LaTeX, HTML) and :mod:`.figures` (image grids,
+  metric bars) of a run.
+- :mod:`.report`: ``tables.md``, ``tables.tex``, ``summary.csv``, the figures
+  and one self-contained HTML report, from the CSVs of a run.
 - :mod:`.scenes`: the scene-bias report (metrics per scene prototype of a
   confounder dictionary).
 """
