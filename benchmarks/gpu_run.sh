@@ -21,6 +21,7 @@
 # first seed's checkpoints come back, every run is scored).
 set -euo pipefail
 : "${OUT:?set OUT to the output folder}"
+mkdir -p "$OUT"
 MINUTES=${MINUTES:-4}
 DEVICE=${DEVICE:-cuda}
 CROP=${CROP:-256}
