@@ -8,7 +8,7 @@ import torch
 
 from .errors import CausalFuseError
 
-__all__ = ["DeviceName", "resolve_device", "Precision", "PRECISIONS", "BF16_TOLERANCE"]
+__all__ = ["DeviceName", "resolve_device", "autocast_dtype", "Precision", "PRECISIONS", "BF16_TOLERANCE"]
 
 DeviceName = Literal["auto", "cpu", "cuda"]
 
@@ -42,3 +42,15 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
             raise CausalFuseError(f"device {device!r} was asked for, but CUDA is not available here; use --device cpu or auto")
         return torch.device(name)
     raise CausalFuseError(f"unknown device {device!r}: choose auto, cpu or cuda")
+
+
+def autocast_dtype(device_type: str) -> torch.dtype | None:
+    """The type autocast computes in on ``device_type``, or None where autocast is off."""
+    try:
+        return torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
+    except (TypeError, AttributeError):  # PyTorch before 2.4: no per-device queries
+        if device_type == "cuda" and torch.is_autocast_enabled():
+            return torch.get_autocast_gpu_dtype()
+        if device_type == "cpu" and torch.is_autocast_cpu_enabled():
+            return torch.get_autocast_cpu_dtype()
+        return None

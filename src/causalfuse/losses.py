@@ -47,6 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._device import autocast_dtype
 from .errors import CausalFuseError
 
 __all__ = [
@@ -165,18 +166,11 @@ class _GaussianValid(torch.autograd.Function):
         return _separable_valid(F.pad(grad, (r, r, r, r)), g), None
 
 
-def _autocast_on(device_type: str) -> bool:
-    try:
-        return torch.is_autocast_enabled(device_type)
-    except TypeError:  # PyTorch before 2.4: no per-device query
-        return torch.is_autocast_enabled() or torch.is_autocast_cpu_enabled()
-
-
 def _window_means(maps: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     """Gaussian-weighted local means of (B, K, H, W) maps at valid positions: (B, K, H - s + 1, W - s + 1)."""
     b, k = maps.shape[:2]
     flat = maps.flatten(0, 1)[:, None]
-    custom = flat.requires_grad and not _autocast_on(flat.device.type)  # autocast retypes inside autograd's own ops only
+    custom = flat.requires_grad and autocast_dtype(flat.device.type) is None  # autocast retypes inside autograd's own ops only
     m = _GaussianValid.apply(flat, g) if custom else _separable_valid(flat, g)
     return m.view(b, k, *m.shape[-2:])
 

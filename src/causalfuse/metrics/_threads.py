@@ -7,9 +7,10 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import multiprocessing
-import os
 import threading
 from collections.abc import Iterator
+
+from .._cores import available_cores
 
 __all__ = ["metric_threads", "set_default_threads", "thread_count"]
 
@@ -25,11 +26,7 @@ def thread_count(threads: int | None) -> int:
     if threads is None and multiprocessing.parent_process() is not None:
         threads = 1  # a worker of some process pool: the processes already share the cores
     if threads is None:
-        try:
-            threads = len(os.sched_getaffinity(0))
-        except AttributeError:  # pragma: no cover - not Linux
-            threads = os.cpu_count() or 1
-        threads = min(threads, 4)
+        threads = min(available_cores(), 4)
     return max(1, int(threads))
 
 

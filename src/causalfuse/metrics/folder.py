@@ -43,6 +43,7 @@ from typing import Callable, Hashable, Iterable, Iterator, Mapping, NamedTuple, 
 
 import numpy as np
 
+from .._cores import available_cores
 from ..data.paired import _shorten, list_images, natural_key
 from ..errors import CausalFuseError
 from ..io import load_image
@@ -148,13 +149,6 @@ _threads: int | None = None
 _extra_metrics: tuple[MetricInfo, ...] = ()
 
 
-def _default_jobs() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
-
-
 def score_triplets(
     triplets: Sequence[Triplet],
     metrics: str | Sequence[str] | None = DEFAULT_METRICS,
@@ -180,7 +174,7 @@ def score_triplets(
     if colour not in ("gray", "vifb"):
         raise CausalFuseError(f"colour must be 'gray' or 'vifb', got {colour!r}")
     work = [(t, names, colour) for t in triplets]
-    jobs = _default_jobs() if jobs is None or jobs <= 0 else int(jobs)
+    jobs = available_cores() if jobs is None or jobs <= 0 else int(jobs)
     jobs = min(jobs, max(1, len(work)))
     wrap: Callable[[Iterable], Iterable]
     if progress is True:

@@ -34,6 +34,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
+from .._device import autocast_dtype
 from ..errors import CausalFuseError
 from .lrr_kernels import (
     _PROJECT,
@@ -99,18 +100,6 @@ class LRRBlock(nn.Module):
         return soft_threshold(lamz.reshape(()) * z + self.conv_Wdtz(r), lamj)
 
 
-def _autocast_dtype(device_type: str) -> torch.dtype | None:
-    """The type autocast computes in on ``device_type``, or None where autocast is off."""
-    try:
-        return torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
-    except (TypeError, AttributeError):  # PyTorch before 2.4: no per-device queries
-        if device_type == "cuda" and torch.is_autocast_enabled():
-            return torch.get_autocast_gpu_dtype()
-        if device_type == "cpu" and torch.is_autocast_cpu_enabled():
-            return torch.get_autocast_cpu_dtype()
-        return None
-
-
 def _check_image_batch(x: torch.Tensor, what: str) -> None:
     if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[1] != 1:
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
@@ -172,14 +161,14 @@ class LRREncoder(nn.Module):
         """The whole code Z = [L, S] (B, 2n, H, W)."""
         _check_image_batch(x, "LRR encoder input")
         x = x.contiguous()  # one channel: cheap, and one compiled kernel for tiles cut from larger images
-        autocast_dtype = _autocast_dtype(x.device.type)
-        if self.fused and autocast_dtype is not None:
+        low = autocast_dtype(x.device.type)
+        if self.fused and low is not None:
             # The fused kernels write into buffers they are given, which
             # autocast cannot retype: under autocast the whole encoder runs in
             # its lower precision explicitly (the code Z, the largest tensor,
             # then takes half the memory traffic).
             with torch.autocast(x.device.type, enabled=False):
-                return self._forward_code_fused(x.to(autocast_dtype))
+                return self._forward_code_fused(x.to(low))
         if self.fused:
             return self._forward_code_fused(x)
         z = soft_threshold(self.conv_W00(x), self.lamj)

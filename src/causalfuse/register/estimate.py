@@ -33,12 +33,12 @@ the value reached.
 from __future__ import annotations
 
 import math
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
+from .._cores import available_cores
 from ..errors import CausalFuseError
 from .transform import MODELS, Transform, coverage_mask, nominal_matrix
 
@@ -482,7 +482,7 @@ def estimate_transform(
 
         # One candidate per core, each on one thread: on these small levels
         # SimpleITK's own threads gain less than running candidates side by side.
-        workers = min(len(starts), os.cpu_count() or 1)
+        workers = min(len(starts), available_cores())
         if workers > 1:
             with ThreadPoolExecutor(workers) as pool:
                 judgements = list(pool.map(judged, starts))
