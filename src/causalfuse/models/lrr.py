@@ -23,6 +23,7 @@ transcription (``benchmarks/lrr_plain.py``, which the tests check it against).
 
 from __future__ import annotations
 
+import os
 import pickle
 from collections.abc import Mapping
 from pathlib import Path
@@ -41,6 +42,7 @@ from .lrr_kernels import (
     KERNEL,
     TAPS,
     _eta,
+    _chunked,
     _FusedEncoder,
     _project,
     _shift_sum,
@@ -69,6 +71,32 @@ N_CHANNELS = 128  # n of the published model; the code Z has 2n channels
 CODE_CHANNELS = 2 * N_CHANNELS
 N_BLOCKS = 4
 EPS = 1e-4  # the official pre/post-processing epsilon
+
+#: Pixels (batch times height times width) from which the encoder's inference
+#: pass on the CPU runs Numba's compiled loops (:mod:`causalfuse.models.lrr_numba`)
+#: rather than PyTorch's chunked stages. Loading Numba and its cached loops
+#: costs about 0.4 s once per process; ``NetworkMethod.plan``
+#: (:mod:`causalfuse.models.methods`) turns the loops off
+#: (``LRREncoder.numba``) for jobs too small to repay that.
+#: ``CAUSALFUSE_NUMBA=0`` turns them off everywhere.
+NUMBA_MIN_PIXELS = 64 * 1024
+
+
+def _numba_wanted() -> bool:
+    return os.environ.get("CAUSALFUSE_NUMBA", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def _flush_subnormal(p: torch.Tensor) -> torch.Tensor:
+    """p with its subnormal values set to zero; the gradient passes through unchanged.
+
+    LRRNet's published weights hold hundreds of subnormal values (down to
+    1e-45, left by weight decay). Every multiply-add that touches one takes
+    the processor's slow path (the encoder ran 1.2 times slower for it), and
+    none changes a sum by a representable amount.
+    """
+    tiny = torch.finfo(p.dtype).tiny
+    flushed = torch.where(p.abs() < tiny, torch.zeros((), dtype=p.dtype, device=p.device), p)
+    return p + (flushed - p).detach() if p.requires_grad else flushed
 
 
 # ---------------------------------------------------------------------------
@@ -153,6 +181,8 @@ class LRREncoder(nn.Module):
         self.fused = fused
         self.compile = compile
         self.checkpoint_blocks = checkpoint_blocks
+        #: Run inference on the CPU in Numba's loops where they apply (see NUMBA_MIN_PIXELS).
+        self.numba = True
 
     def lrr_blocks(self) -> list[LRRBlock]:
         return [getattr(self, f"lrrblock{i}") for i in range(self.n_blocks)]
@@ -179,7 +209,7 @@ class LRREncoder(nn.Module):
                 z = block(x, z, self.lamj, self.lamz)
         return z
 
-    def _forward_code_fused(self, x: torch.Tensor) -> torch.Tensor:
+    def _fused_params(self) -> list[torch.Tensor]:
         params: list[torch.Tensor] = [self.lamj, self.lamz, self.conv_W00.conv2d.weight, self.conv_W00.conv2d.bias]
         for block in self.lrr_blocks():
             params += [
@@ -188,8 +218,31 @@ class LRREncoder(nn.Module):
                 block.conv_Wdtz.conv2d.weight,
                 block.conv_Wdtz.conv2d.bias,
             ]
-        params = [p.to(dtype=x.dtype) for p in params]
+        return params
+
+    def _forward_code_fused(self, x: torch.Tensor) -> torch.Tensor:
+        params = [_flush_subnormal(p.to(dtype=x.dtype)) for p in self._fused_params()]
+        if self._numba_pays(x):
+            from .lrr_numba import encode
+
+            return encode(x, *params[:4], params[4:])
         return _FusedEncoder.apply(bool(self.compile), x, *params)
+
+    def _numba_pays(self, x: torch.Tensor) -> bool:
+        """Inference on the CPU in float32, where PyTorch's kernels would run eagerly, on a large enough image."""
+        return (
+            self.numba
+            and self.n_blocks >= 1
+            and x.dim() == 4
+            and x.shape[1] == 1
+            and min(x.shape[-2:]) >= 2
+            and _chunked(x, bool(self.compile))
+            and x.dtype == torch.float32
+            and autocast_dtype(x.device.type) is None
+            and not (torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters())))
+            and x.shape[0] * x.shape[-2] * x.shape[-1] >= NUMBA_MIN_PIXELS
+            and _numba_wanted()
+        )
 
     def forward_code_plain(self, x: torch.Tensor) -> torch.Tensor:
         """The code Z = [L, S] by the formulas, in standard operators only.
@@ -214,6 +267,27 @@ class LRREncoder(nn.Module):
         """Load one encoder of LRRNet's published state dict (``get_ls1.``: infrared, ``get_ls2.``: visible)."""
         sub = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
         _load_strict(self, sub, f"LRRNet encoder {prefix.rstrip('.')!r}")
+
+
+def encode_side_by_side(encoders: list[LRREncoder], inputs: list[torch.Tensor]) -> list[torch.Tensor] | None:
+    """The codes of several encoders' inputs, computed side by side; None where that does not apply.
+
+    Where every encoder would run Numba's loops on its input (inference on
+    the CPU, large enough images), each image goes through all its stages on
+    one thread, the images in parallel (:func:`causalfuse.models.lrr_numba.encode_many`):
+    faster than sharing each stage among the threads, because an image's code
+    then stays in the cache from one stage to the next. The codes are those of
+    :meth:`LRREncoder.forward_code`, channels-last in memory.
+    """
+    if not all(isinstance(e, LRREncoder) and e.fused and e._numba_pays(x) for e, x in zip(encoders, inputs)):
+        return None
+    from .lrr_numba import encode_many, weights
+
+    jobs = []
+    for encoder, x in zip(encoders, inputs):
+        params = [_flush_subnormal(p.to(dtype=x.dtype)) for p in encoder._fused_params()]
+        jobs.append((x.contiguous(), weights(*params[:4], params[4:])))
+    return encode_many(jobs)
 
 
 class LRRDecoder(nn.Module):
@@ -282,8 +356,8 @@ class LRRNet(nn.Module):
         if ir.shape != vi.shape:
             raise CausalFuseError(f"infrared and visible inputs differ in shape: {tuple(ir.shape)} vs {tuple(vi.shape)}")
         if self.encoder_ir.fused:
-            z_ir = self.encoder_ir.forward_code(ir)
-            z_vi = self.encoder_vi.forward_code(vi)
+            codes = encode_side_by_side([self.encoder_ir, self.encoder_vi], [ir, vi])
+            z_ir, z_vi = codes if codes is not None else (self.encoder_ir.forward_code(ir), self.encoder_vi.forward_code(vi))
             return self.decoder.forward_codes(z_ir, z_vi, use_compile=self.encoder_ir.compile)
         l_ir, s_ir = self.encoder_ir(ir)
         l_vi, s_vi = self.encoder_vi(vi)

@@ -28,7 +28,7 @@ from torch import nn
 
 from ..errors import CausalFuseError
 from .baffm import BAFFM
-from .lrr import LRREncoder, load_lrrnet_state
+from .lrr import LRREncoder, encode_side_by_side, load_lrrnet_state
 
 __all__ = ["NetConfig", "CausalFusionNet", "Reconstruction"]
 
@@ -223,6 +223,9 @@ class CausalFusionNet(nn.Module):
     # -- forward --------------------------------------------------------------
     def forward_features(self, ir: torch.Tensor, vi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The two 256-channel codes [L, S] of infrared and visible."""
+        side_by_side = encode_side_by_side([self.encoder_ir, self.encoder_vi], [ir, vi])
+        if side_by_side is not None:
+            return side_by_side[0], side_by_side[1]
         return self._code(self.encoder_ir, ir), self._code(self.encoder_vi, vi)
 
     @staticmethod
