@@ -19,11 +19,15 @@ visible) on one pair; ``lrrnet:<impl>:<H>x<W>`` the whole LRRNet (encoders and
 decoder); ``train:<impl>:<B>x<S>`` one training step (forward, backward, Adam)
 of LRRNet (both encoders and the decoder, L1 loss to the pixel-wise maximum of
 the inputs) on a batch of B crops of S x S; ``causal:fast:...`` the same for
-:class:`causalfuse.models.net.CausalFusionNet` when it is installed.
+:class:`causalfuse.models.net.CausalFusionNet` when it is installed (its
+speed-up is against the plain LRRNet: the same two encoders).
 <impl> is ``plain`` (benchmarks/lrr_plain.py), ``fast`` (causalfuse.models.lrr,
 kernels compiled, as training runs them), ``eager`` (uncompiled: on the CPU
-the chunked stages, what ``causalfuse fuse`` runs there at every size),
-``eagerbf16`` (the same under bfloat16 autocast: ``fuse --precision bf16``) or
+Numba's loops, what ``causalfuse fuse`` runs there for jobs of a megapixel
+or more; in the ``lrrnet`` and ``causal`` rows the two encoders side by
+side, one thread each), ``eagertorch`` (the same with
+``CAUSALFUSE_NUMBA=0``: PyTorch's chunked stages, what ``fuse`` runs for
+smaller jobs), ``eagerbf16`` (the same under bfloat16 autocast: ``fuse --precision bf16``) or
 ``onnx`` (the network exported
 by :mod:`causalfuse.export` and run in ONNX Runtime with the onnxruntime
 backend's session options, as many threads as PyTorch; the export is not
@@ -76,14 +80,17 @@ CONFIGS = [
     "infer:plain:480x640",
     "infer:fast:480x640",
     "infer:eager:480x640",
+    "infer:eagertorch:480x640",
     "infer:fast:1280x1024",
     "infer:eager:1280x1024",
     "lrrnet:plain:480x640",
     "lrrnet:fast:480x640",
     "lrrnet:eager:480x640",
+    "lrrnet:eagertorch:480x640",
     "lrrnet:onnx:480x640",
     "causal:fast:480x640",
     "causal:eager:480x640",
+    "causal:eagertorch:480x640",
     "causal:eagerbf16:480x640",
     "causal:onnx:480x640",
     "train:plain:6x128",
@@ -120,7 +127,7 @@ def _build(kind: str, impl: str, weights: Path):
         return net, (net.encoder_ir, net.encoder_vi)
     from causalfuse.models.lrr import LRRNet
 
-    net = LRRNet.from_official(weights, compile=impl != "eager")
+    net = LRRNet.from_official(weights, compile=not impl.startswith("eager"))
     return net, (net.encoder_ir, net.encoder_vi)
 
 
@@ -129,6 +136,8 @@ def run_one(config: str, weights: Path, repeats: int) -> dict:
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
     kind, impl, size = config.split(":")
+    if impl == "eagertorch":  # eager, in PyTorch's chunked kernels rather than Numba's loops
+        os.environ["CAUSALFUSE_NUMBA"] = "0"
     a, b = (int(v) for v in size.split("x"))
     net, (enc_ir, enc_vi) = _build(kind, impl, weights)
     gen = torch.Generator().manual_seed(0)
@@ -269,7 +278,8 @@ def network_rows(configs: list[str], args: argparse.Namespace) -> None:
         res = json.loads(proc.stdout.strip().splitlines()[-1])
         results[config] = res
         kind, impl, size = config.split(":")
-        base = results.get(f"{kind}:plain:{size}")
+        # the causal network against the plain LRRNet: the same two encoders, its own head
+        base = results.get(f"{kind}:plain:{size}") or (results.get(f"lrrnet:plain:{size}") if kind == "causal" else None)
         ratio = f"{base['ms'] / res['ms']:6.1f}x" if base and impl != "plain" else "      -"
         rss_ratio = f"{base['peak_rss_mb'] / res['peak_rss_mb']:5.1f}x" if base and impl != "plain" else "     -"
         print(
