@@ -38,10 +38,11 @@ DATA = SHARED / "data" / "val" / "RoadScene50"
 
 # Run in the child with PYTHONPATH set to one version's src folder.
 CHILD = """
-import json, sys, time
+import importlib, json, sys, time
 import causalfuse
+fuse_module = importlib.import_module("causalfuse.fuse")  # the submodule (the package's `fuse` is the function)
 cpu = time.process_time()
-result = sys.modules["causalfuse.fuse"].fuse_folder(*sys.argv[1:4], method=sys.argv[4], overwrite=True, progress=False)
+result = fuse_module.fuse_folder(*sys.argv[1:4], method=sys.argv[4], overwrite=True, progress=False)
 print(json.dumps({"written": len(result.written), "seconds": result.seconds, "cpu": time.process_time() - cpu,
                   "module": causalfuse.__file__}))
 """
