@@ -221,11 +221,12 @@ class LRREncoder(nn.Module):
         return params
 
     def _forward_code_fused(self, x: torch.Tensor) -> torch.Tensor:
-        params = [_flush_subnormal(p.to(dtype=x.dtype)) for p in self._fused_params()]
         if self._numba_pays(x):
-            from .lrr_numba import encode
+            from .lrr_numba import encode  # converts the weights itself, subnormal values zeroed
 
+            params = [p.detach() for p in self._fused_params()]
             return encode(x, *params[:4], params[4:])
+        params = [_flush_subnormal(p.to(dtype=x.dtype)) for p in self._fused_params()]
         return _FusedEncoder.apply(bool(self.compile), x, *params)
 
     def _numba_pays(self, x: torch.Tensor) -> bool:
@@ -285,7 +286,7 @@ def encode_side_by_side(encoders: list[LRREncoder], inputs: list[torch.Tensor]) 
 
     jobs = []
     for encoder, x in zip(encoders, inputs):
-        params = [_flush_subnormal(p.to(dtype=x.dtype)) for p in encoder._fused_params()]
+        params = [p.detach() for p in encoder._fused_params()]  # weights() zeroes subnormal values
         jobs.append((x.contiguous(), weights(*params[:4], params[4:])))
     return encode_many(jobs)
 
