@@ -221,6 +221,10 @@ class LRREncoder(nn.Module):
         return params
 
     def _forward_code_fused(self, x: torch.Tensor) -> torch.Tensor:
+        if self._numba_trains(x):
+            from .lrr_numba_grad import NumbaEncoder  # converts the weights itself, subnormal values zeroed
+
+            return NumbaEncoder.apply(x, *self._fused_params())
         if self._numba_pays(x):
             from .lrr_numba import encode  # converts the weights itself, subnormal values zeroed
 
@@ -242,6 +246,23 @@ class LRREncoder(nn.Module):
             and autocast_dtype(x.device.type) is None
             and not (torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters())))
             and x.shape[0] * x.shape[-2] * x.shape[-1] >= NUMBA_MIN_PIXELS
+            and _numba_wanted()
+        )
+
+    def _numba_trains(self, x: torch.Tensor) -> bool:
+        """Training on the CPU in float32: the forward and backward passes in Numba's loops (:mod:`.lrr_numba_grad`)."""
+        return (
+            self.numba
+            and self.n_blocks >= 1
+            and x.dim() == 4
+            and x.shape[1] == 1
+            and min(x.shape[-2:]) >= 2
+            and x.device.type == "cpu"
+            and x.dtype == torch.float32
+            and all(p.device.type == "cpu" and p.dtype == torch.float32 for p in self.parameters())
+            and autocast_dtype(x.device.type) is None
+            and torch.is_grad_enabled()
+            and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
             and _numba_wanted()
         )
 

@@ -148,7 +148,7 @@ def _pad(x, rpad):  # pragma: no cover - compiled
 
 
 @numba.njit(**_JIT)
-def _wavefront(z, x, xpad, u, b, beta, lam, q, bdz, p, rpad):  # pragma: no cover - compiled
+def _wavefront(z, x, xpad, u, b, beta, lam, q, bdz, p, rpad, saved):  # pragma: no cover - compiled
     """All stages of one image on one thread, as a wavefront over rows.
 
     Stage s (0: the first conv, s >= 1: block s - 1) updates row i - 2s at
@@ -161,6 +161,9 @@ def _wavefront(z, x, xpad, u, b, beta, lam, q, bdz, p, rpad):  # pragma: no cove
     u (S, 9, C), b (S, C): the stages' tap weights and biases; q (S - 1, 9, C),
     bdz (S - 1,): the blocks' projections and biases; p (S - 1, 9, H, W) and
     rpad (S - 1, H + 2, W + 2): their tap maps and padded residuals.
+    saved (S - 1, H, W, C), or empty: where each block's input code is kept
+    (for the backward pass, :mod:`causalfuse.models.lrr_numba_grad`); a
+    row is copied there just before the block overwrites it.
     """
     h = z.shape[0]
     n = u.shape[0]
@@ -178,6 +181,8 @@ def _wavefront(z, x, xpad, u, b, beta, lam, q, bdz, p, rpad):  # pragma: no cove
                 if s == 0:
                     _row(z, xpad, u[0], b[0], beta, False, lam, qs, ps, project, y)
                 else:
+                    if saved.shape[0] > 0:
+                        saved[s - 1, y] = z[y]
                     _row(z, rpad[s - 1], u[s], b[s], beta, True, lam, qs, ps, project, y)
 
 
@@ -225,14 +230,26 @@ class _Weights:
         self.channels = c
 
 
-def _wavefront_image(z: np.ndarray, x: np.ndarray, wt: _Weights) -> None:
+_NOTHING_SAVED = np.empty((0, 1, 1, 1), np.float32)
+
+
+def _wavefront_image(
+    z: np.ndarray,
+    x: np.ndarray,
+    wt: _Weights,
+    *,
+    xpad: np.ndarray | None = None,
+    rpad: np.ndarray | None = None,
+    saved: np.ndarray = _NOTHING_SAVED,
+) -> None:
+    """One image's code into z (H, W, C); xpad, rpad and saved, when given, keep what a backward pass needs."""
     h, w = x.shape
     nb = len(wt.q)
-    xpad = np.empty((h + 2, w + 2), np.float32)
+    xpad = np.empty((h + 2, w + 2), np.float32) if xpad is None else xpad
     _pad(x, xpad)
     p = np.empty((nb, 9, h, w), np.float32)
-    rpad = np.empty((nb, h + 2, w + 2), np.float32)
-    _wavefront(z, x, xpad, wt.u, wt.b, wt.beta, wt.lam, wt.q, wt.bdz, p, rpad)
+    rpad = np.empty((nb, h + 2, w + 2), np.float32) if rpad is None else rpad
+    _wavefront(z, x, xpad, wt.u, wt.b, wt.beta, wt.lam, wt.q, wt.bdz, p, rpad, saved)
 
 
 def _banded_image(z: np.ndarray, x: np.ndarray, wt: _Weights, threads: int) -> None:
