@@ -248,3 +248,32 @@ def test_fusion_weights_equal_the_conv_on_the_materialised_branches(use_baffm, n
             net.baffm.ir.chunk = net.baffm.vi.chunk = chunk
             torch.testing.assert_close(net.baffm(z_ir, z_vi), want, rtol=0, atol=1e-5)
     assert want.std() > 0.05, "the weights must vary for the comparison to mean something"
+
+
+@pytest.mark.parametrize("use_baffm", [True, False])
+def test_channels_last_codes_go_through_one_product_each_with_the_same_image_and_gradients(use_baffm, monkeypatch):
+    """The head on channels-last codes (the LRR encoders' on the CPU) reads each code once; values and gradients are the general path's."""
+    net = small_net(use_baffm=use_baffm)
+    g = torch.Generator().manual_seed(5)
+    codes = [torch.randn(2, 256, 6, 9, generator=g) * 0.3 for _ in range(2)]
+
+    def head(z_ir, z_vi):
+        z_ir, z_vi = z_ir.clone().requires_grad_(True), z_vi.clone().requires_grad_(True)
+        net.zero_grad()
+        out = net.forward_head(z_ir, z_vi)
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        return out.detach(), z_ir.grad, z_vi.grad, [p.grad.clone() for p in net.parameters() if p.grad is not None]
+
+    rows = []
+    real = net._forward_head_rows
+    monkeypatch.setattr(net, "_forward_head_rows", lambda *a: rows.append(1) or real(*a))
+    want = head(*codes)
+    assert rows == []
+    got = head(*(z.contiguous(memory_format=torch.channels_last) for z in codes))
+    assert rows == [1]
+    torch.testing.assert_close(got[0], want[0], rtol=0, atol=1e-6)
+    for a, b in zip(got[1:3], want[1:3]):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+    assert len(got[3]) == len(want[3]) > 0
+    for a, b in zip(got[3], want[3]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)

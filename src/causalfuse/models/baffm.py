@@ -34,7 +34,12 @@ from typing import Literal
 import torch
 from torch import nn
 
-__all__ = ["ConfounderAttention", "BAFFM", "pointwise_conv"]
+__all__ = ["ConfounderAttention", "BAFFM", "pointwise_conv", "is_channels_last"]
+
+
+def is_channels_last(x: torch.Tensor) -> bool:
+    """Whether a (B, C, H, W) tensor is channels-last in memory and not also contiguous (C > 1, H W > 1)."""
+    return x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
 
 
 def pointwise_conv(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
@@ -54,8 +59,17 @@ def pointwise_conv(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
 
 
 def _pointwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """(B, C, H, W) x (T, C) (+ (T,)) -> (B, T, H, W), one ``bmm`` with the weights expanded over the batch."""
+    """(B, C, H, W) x (T, C) (+ (T,)) -> (B, T, H, W), one matrix product.
+
+    A channels-last x (the LRR encoder's code on the CPU) is read in place as
+    a (B H W, C) matrix; otherwise one ``bmm`` with the weights expanded over
+    the batch. Neither copies x, nor, in the backward pass, its gradient.
+    """
     b, c, h, w = x.shape
+    if is_channels_last(x):
+        flat = x.permute(0, 2, 3, 1).reshape(b * h * w, c)  # a view
+        out = flat @ weight.t() if bias is None else torch.addmm(bias, flat, weight.t())
+        return out.view(b, h, w, weight.shape[0]).permute(0, 3, 1, 2).contiguous()
     expanded = weight.expand(b, -1, -1)
     flat = x.reshape(b, c, h * w)
     if bias is None:
@@ -136,12 +150,24 @@ class ConfounderAttention(nn.Module):
             (B, M, H, W).
         """
         b, c, h, w = x.shape
-        m = mapping.shape[0]
-        w_qh = self.proj.weight.reshape(self.d_k + self.d_f, c)
+        weight, bias = self.projection(mapping)
+        return self.attend(_pointwise(x, weight, bias).flatten(2), mapping, h, w)
+
+    def projection(self, mapping: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The per-pixel projection :meth:`mapped` applies to x: weights (d_k + M, C) and bias (d_k + M,).
+
+        The query's d_k rows, then ``mapping`` folded into W_h's.
+        """
+        w_qh = self.proj.weight.reshape(self.d_k + self.d_f, -1)
         b_qh = self.proj.bias
         weight = torch.cat([w_qh[: self.d_k], mapping @ w_qh[self.d_k :]])
         bias = torch.cat([b_qh[: self.d_k], mapping @ b_qh[self.d_k :]])
-        qe = _pointwise(x, weight, bias).flatten(2)
+        return weight, bias
+
+    def attend(self, qe: torch.Tensor, mapping: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        """``mapping @ D_m`` (B, M, H, W) from x's :meth:`projection` qe (B, d_k + M, H W)."""
+        b = qe.shape[0]
+        m = mapping.shape[0]
         out = qe[:, self.d_k :]
         if not self.use_backdoor:
             return out.reshape(b, m, h, w)
@@ -197,8 +223,20 @@ class BAFFM(nn.Module):
     def forward(self, x_ir: torch.Tensor, x_vi: torch.Tensor) -> torch.Tensor:
         # The 1x1 conv on [D_ir, D_vi] is folded into each branch
         # (ConfounderAttention.mapped): 4 channels per branch instead of d_f.
+        ir, vi = self.mappings()
+        return self._softmax(self.ir.mapped(x_ir, ir) + self.vi.mapped(x_vi, vi))
+
+    def mappings(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each branch's columns (4, d_f) of the fusion-weight conv."""
         w = self.weights.weight.reshape(4, 2, -1)
-        logits = self.ir.mapped(x_ir, w[:, 0]) + self.vi.mapped(x_vi, w[:, 1])
+        return w[:, 0], w[:, 1]
+
+    def from_projections(self, qe_ir: torch.Tensor, qe_vi: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        """The weights from each branch's projection (:meth:`ConfounderAttention.projection` with :meth:`mappings`), (B, d_k + 4, H W)."""
+        ir, vi = self.mappings()
+        return self._softmax(self.ir.attend(qe_ir, ir, h, w) + self.vi.attend(qe_vi, vi, h, w))
+
+    def _softmax(self, logits: torch.Tensor) -> torch.Tensor:
         logits = logits + self.weights.bias.view(1, 4, 1, 1)  # (ir_L, ir_S, vi_L, vi_S)
         b, _, h, wd = logits.shape
         return logits.view(b, 2, 2, h, wd).softmax(dim=1).view(b, 4, h, wd)

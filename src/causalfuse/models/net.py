@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import CausalFuseError
-from .baffm import BAFFM
+from .baffm import BAFFM, is_channels_last
 from .lrr import LRREncoder, encode_side_by_side, load_lrrnet_state
 
 __all__ = ["NetConfig", "CausalFusionNet", "Reconstruction"]
@@ -108,17 +108,32 @@ class Reconstruction(nn.Module):
         w = self.conv.weight[0, modality * c : (modality + 1) * c]  # (256, 3, 3)
         return w.reshape(2, self.half, 9).transpose(1, 2)  # (part, tap, ch)
 
+    def tap_matrix(self, modality: int) -> torch.Tensor:
+        """(256, 18): one modality's channels onto each part's 9 taps (L's channels to columns 0-8, S's to 9-17)."""
+        low, high = self._tap_weights(modality).transpose(1, 2)  # (ch, tap) each
+        return torch.block_diag(low, high)
+
     def _part_taps(self, z: torch.Tensor, modality: int) -> torch.Tensor:
-        """(B, 256, H, W) -> (B, 2, 9, H, W): each part's projection onto its 9 taps, one batched GEMM."""
+        """(B, 256, H, W) -> (B, 2, 9, H, W): each part's projection onto its 9 taps, one matrix product."""
         b, c, h, w = z.shape
+        if is_channels_last(z):  # read in place as a (B H W, C) matrix
+            return self.taps_from_rows(z.permute(0, 2, 3, 1).reshape(b * h * w, c) @ self.tap_matrix(modality), b, h, w)
         weight = self._tap_weights(modality).expand(b, -1, -1, -1).reshape(2 * b, 9, self.half)
         return torch.bmm(weight, z.reshape(2 * b, self.half, h * w)).view(b, 2, 9, h, w)
 
+    @staticmethod
+    def taps_from_rows(rows: torch.Tensor, b: int, h: int, w: int) -> torch.Tensor:
+        """(B H W, 18) per-pixel rows of :meth:`tap_matrix` products -> (B, 2, 9, H, W)."""
+        return rows.reshape(b, h, w, 2, 9).permute(0, 3, 4, 1, 2)
+
     def forward(self, z_ir: torch.Tensor, z_vi: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        b, _, h, w = z_ir.shape
+        return self.from_part_taps(self._part_taps(z_ir, 0), self._part_taps(z_vi, 1), weights)
+
+    def from_part_taps(self, taps_ir: torch.Tensor, taps_vi: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """The fused image from each modality's part taps (B, 2, 9, H, W) and the fusion weights (B, 4, H, W)."""
+        b, _, _, h, w = taps_ir.shape
         taps = None
-        for m, z in enumerate((z_ir, z_vi)):
-            t = self._part_taps(z, m)
+        for m, t in enumerate((taps_ir, taps_vi)):
             t = (t * weights[:, 2 * m : 2 * m + 2, None]).sum(dim=1)
             taps = t if taps is None else taps + t
         taps = F.pad(taps, (1, 1, 1, 1), mode="reflect")
@@ -240,7 +255,34 @@ class CausalFusionNet(nn.Module):
         return self.baffm(z_ir, z_vi)
 
     def forward_head(self, z_ir: torch.Tensor, z_vi: torch.Tensor) -> torch.Tensor:
+        if is_channels_last(z_ir) and is_channels_last(z_vi):
+            return self._forward_head_rows(z_ir, z_vi)
         return self.reconstruction(z_ir, z_vi, self.fusion_weights(z_ir, z_vi))
+
+    def _forward_head_rows(self, z_ir: torch.Tensor, z_vi: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward_head` for channels-last codes (the LRR encoders' on the CPU), each read by one matrix product.
+
+        Read in place as a (B H W, 256) matrix, each code goes through BAFFM's
+        projection and the reconstruction's taps side by side, so the code is
+        read once and, in the backward pass, its gradient written once (not
+        two code-sized gradients and their sum). Same values as the general
+        path to float rounding.
+        """
+        b, c, h, w = z_ir.shape
+        projections, taps = [], []
+        for m, (z, branch, mapping) in enumerate(zip((z_ir, z_vi), (self.baffm.ir, self.baffm.vi), self.baffm.mappings())):
+            weight, bias = branch.projection(mapping)  # (d_k + 4, C)
+            tap = self.reconstruction.tap_matrix(m)  # (C, 18)
+            rows = torch.addmm(
+                torch.cat([bias, bias.new_zeros(tap.shape[1])]),
+                z.permute(0, 2, 3, 1).reshape(b * h * w, c),
+                torch.cat([weight.t(), tap], dim=1),
+            )
+            n = weight.shape[0]
+            projections.append(rows[:, :n].reshape(b, h * w, n).transpose(1, 2))
+            taps.append(self.reconstruction.taps_from_rows(rows[:, n:], b, h, w))
+        weights = self.baffm.from_projections(projections[0], projections[1], h, w)
+        return self.reconstruction.from_part_taps(taps[0], taps[1], weights)
 
     def forward(self, ir: torch.Tensor, vi: torch.Tensor) -> torch.Tensor:
         if ir.shape != vi.shape or ir.dim() != 4 or ir.shape[1] != 1:
