@@ -131,11 +131,23 @@ class Reconstruction(nn.Module):
 
     def from_part_taps(self, taps_ir: torch.Tensor, taps_vi: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """The fused image from each modality's part taps (B, 2, 9, H, W) and the fusion weights (B, 4, H, W)."""
-        b, _, _, h, w = taps_ir.shape
         taps = None
         for m, t in enumerate((taps_ir, taps_vi)):
             t = (t * weights[:, 2 * m : 2 * m + 2, None]).sum(dim=1)
             taps = t if taps is None else taps + t
+        return self.from_taps(taps)
+
+    @staticmethod
+    def weighted_rows(rows_ir: torch.Tensor, rows_vi: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """The weighted taps (B, 9, H, W) from each modality's per-pixel rows (B H W, 18) of :meth:`tap_matrix` products."""
+        b, _, h, w = weights.shape
+        parts = torch.cat([rows_ir, rows_vi], dim=1).view(b * h * w, 4, 9)  # (ir_L, ir_S, vi_L, vi_S) as the weights
+        taps = (parts * weights.permute(0, 2, 3, 1).reshape(b * h * w, 4, 1)).sum(dim=1)
+        return taps.view(b, h, w, 9).permute(0, 3, 1, 2)
+
+    def from_taps(self, taps: torch.Tensor) -> torch.Tensor:
+        """The fused image from the conv's 9 weighted tap maps (B, 9, H, W): shifted sum, bias, tanh."""
+        b, _, h, w = taps.shape
         taps = F.pad(taps, (1, 1, 1, 1), mode="reflect")
         out = self.conv.bias.view(1, 1, 1, 1).expand(b, 1, h, w)
         for k in range(9):
@@ -269,7 +281,7 @@ class CausalFusionNet(nn.Module):
         path to float rounding.
         """
         b, c, h, w = z_ir.shape
-        projections, taps = [], []
+        projections, rows_taps = [], []
         for m, (z, branch, mapping) in enumerate(zip((z_ir, z_vi), (self.baffm.ir, self.baffm.vi), self.baffm.mappings())):
             weight, bias = branch.projection(mapping)  # (d_k + 4, C)
             tap = self.reconstruction.tap_matrix(m)  # (C, 18)
@@ -280,9 +292,9 @@ class CausalFusionNet(nn.Module):
             )
             n = weight.shape[0]
             projections.append(rows[:, :n].reshape(b, h * w, n).transpose(1, 2))
-            taps.append(self.reconstruction.taps_from_rows(rows[:, n:], b, h, w))
+            rows_taps.append(rows[:, n:])
         weights = self.baffm.from_projections(projections[0], projections[1], h, w)
-        return self.reconstruction.from_part_taps(taps[0], taps[1], weights)
+        return self.reconstruction.from_taps(self.reconstruction.weighted_rows(rows_taps[0], rows_taps[1], weights))
 
     def forward(self, ir: torch.Tensor, vi: torch.Tensor) -> torch.Tensor:
         if ir.shape != vi.shape or ir.dim() != 4 or ir.shape[1] != 1:
