@@ -8,23 +8,11 @@ import torch
 from causalfuse.models import lrr_numba_grad
 from causalfuse.models.lrr import LRREncoder
 
+from .test_lrr_numba import _encoder  # random weights, a negative threshold and subnormal weights
+
 #: float32 sums in another order (and subnormal weights zeroed): the gradients
 #: agree to this, relative to the largest value of each.
 RTOL = 1e-4
-
-
-def _encoder(seed: int = 0) -> LRREncoder:
-    """Random weights, positive thresholds, one negative one (where eta is not soft shrink) and subnormal weights."""
-    g = torch.Generator().manual_seed(seed)
-    enc = LRREncoder(compile=False)
-    with torch.no_grad():
-        for p in enc.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.05)
-        enc.lamj.copy_(torch.rand(enc.lamj.shape, generator=g) * 0.05)
-        enc.lamj[0, 7] = -0.0063
-        enc.lamz.fill_(0.9)
-        enc.lrrblock1.conv_Wdz.conv2d.weight[0, :5, 0, 0] = 1e-41  # subnormal
-    return enc
 
 
 def _grads(enc: LRREncoder, x: torch.Tensor, weight: torch.Tensor, plain: bool) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:

@@ -232,8 +232,8 @@ class LRREncoder(nn.Module):
         params = [_flush_subnormal(p.to(dtype=x.dtype)) for p in self._fused_params()]
         return _FusedEncoder.apply(bool(self.compile), x, *params)
 
-    def _numba_pays(self, x: torch.Tensor) -> bool:
-        """Inference on the CPU in float32 on a large enough image (faster there than PyTorch's kernels, compiled or not)."""
+    def _numba_fits(self, x: torch.Tensor) -> bool:
+        """Whether Numba's loops can compute this code: a float32 image batch on the CPU, outside autocast, the loops on."""
         return (
             self.numba
             and self.n_blocks >= 1
@@ -243,26 +243,22 @@ class LRREncoder(nn.Module):
             and x.device.type == "cpu"
             and x.dtype == torch.float32
             and autocast_dtype(x.device.type) is None
-            and not (torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters())))
-            and x.shape[0] * x.shape[-2] * x.shape[-1] >= NUMBA_MIN_PIXELS
             and _numba_wanted()
         )
 
+    def _needs_grad(self, x: torch.Tensor) -> bool:
+        return torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
+
+    def _numba_pays(self, x: torch.Tensor) -> bool:
+        """Inference on a large enough image (faster there than PyTorch's kernels, compiled or not)."""
+        return self._numba_fits(x) and not self._needs_grad(x) and x.shape[0] * x.shape[-2] * x.shape[-1] >= NUMBA_MIN_PIXELS
+
     def _numba_trains(self, x: torch.Tensor) -> bool:
-        """Training on the CPU in float32: the forward and backward passes in Numba's loops (:mod:`.lrr_numba_grad`)."""
+        """Training with float32 parameters on the CPU: the forward and backward passes in Numba's loops (:mod:`.lrr_numba_grad`)."""
         return (
-            self.numba
-            and self.n_blocks >= 1
-            and x.dim() == 4
-            and x.shape[1] == 1
-            and min(x.shape[-2:]) >= 2
-            and x.device.type == "cpu"
-            and x.dtype == torch.float32
+            self._numba_fits(x)
+            and self._needs_grad(x)
             and all(p.device.type == "cpu" and p.dtype == torch.float32 for p in self.parameters())
-            and autocast_dtype(x.device.type) is None
-            and torch.is_grad_enabled()
-            and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
-            and _numba_wanted()
         )
 
     def forward_code_plain(self, x: torch.Tensor) -> torch.Tensor:
