@@ -141,10 +141,10 @@ class ConfounderAttention(nn.Module):
         ``mapping`` (M, d_f) is a linear map applied to D_m, such as this
         modality's columns of the fusion-weight conv: because
         ``D_m = W_h X + W_g E_z[g(z)]`` is linear in W_h and W_g, the map is
-        folded into both, and the per-pixel work is a projection to d_k + M
-        channels and an M-wide read-out of the attention instead of d_k + d_f
-        channels and a d_f-wide one. Equal to ``mapping @ self(x)`` to float
-        rounding.
+        folded into both, and the per-pixel work is a projection to N + M
+        channels (the attention's logits, see :meth:`projection`) and an
+        M-wide read-out of the attention instead of d_k + d_f channels and a
+        d_f-wide one. Equal to ``mapping @ self(x)`` to float rounding.
 
         Returns:
             (B, M, H, W).
@@ -154,34 +154,38 @@ class ConfounderAttention(nn.Module):
         return self.attend(_pointwise(x, weight, bias).flatten(2), mapping, h, w)
 
     def projection(self, mapping: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The per-pixel projection :meth:`mapped` applies to x: weights (d_k + M, C) and bias (d_k + M,).
+        """The per-pixel projection :meth:`mapped` applies to x: weights (L + M, C) and bias (L + M,).
 
-        The query's d_k rows, then ``mapping`` folded into W_h's.
+        With the back-door term, its first L = N rows give the attention's
+        logits: the keys are folded into W_q (``k_i . (W_q x + b_q) / sqrt(d_k)``
+        is linear in x), so no d_k-wide query is formed; without it L = 0.
+        The last M rows are ``mapping`` folded into W_h.
         """
         w_qh = self.proj.weight.reshape(self.d_k + self.d_f, -1)
         b_qh = self.proj.bias
-        weight = torch.cat([w_qh[: self.d_k], mapping @ w_qh[self.d_k :]])
-        bias = torch.cat([b_qh[: self.d_k], mapping @ b_qh[self.d_k :]])
-        return weight, bias
+        weight, bias = mapping @ w_qh[self.d_k :], mapping @ b_qh[self.d_k :]
+        if not self.use_backdoor:
+            return weight, bias
+        k = self.key(self.dictionary) / math.sqrt(self.d_k)  # (N, d_k)
+        return torch.cat([k @ w_qh[: self.d_k], weight]), torch.cat([k @ b_qh[: self.d_k], bias])
 
     def attend(self, qe: torch.Tensor, mapping: torch.Tensor, h: int, w: int) -> torch.Tensor:
-        """``mapping @ D_m`` (B, M, H, W) from x's :meth:`projection` qe (B, d_k + M, H W)."""
+        """``mapping @ D_m`` (B, M, H, W) from x's :meth:`projection` qe (B, L + M, H W)."""
         b = qe.shape[0]
         m = mapping.shape[0]
-        out = qe[:, self.d_k :]
         if not self.use_backdoor:
-            return out.reshape(b, m, h, w)
-        k = self.key(self.dictionary) / math.sqrt(self.d_k)  # (N, d_k)
+            return qe.reshape(b, m, h, w)
+        n = self.dictionary.shape[0]
+        out = qe[:, n:]
         v = self.value(self.dictionary) @ mapping.t()  # (N, M): mapping W_g z_i
         log_prior = None
         if self.normalise:  # w_i = softmax(logit_i + log P(z_i))
             log_prior = self.prior.clamp_min(1e-12).log()[None, :, None]
         else:  # lambda_i times P(z_i) mapping W_g z_i
             v = v * self.prior[:, None]
-        q = qe[:, : self.d_k]  # (B, d_k, P)
         parts = []
         for start in range(0, h * w, self.chunk):
-            logits = torch.einsum("bcp,nc->bnp", q[:, :, start : start + self.chunk], k)
+            logits = qe[:, :n, start : start + self.chunk]
             if log_prior is not None:
                 logits = logits + log_prior
             parts.append(torch.einsum("bnp,nf->bfp", logits.softmax(dim=1), v))
@@ -232,7 +236,7 @@ class BAFFM(nn.Module):
         return w[:, 0], w[:, 1]
 
     def from_projections(self, qe_ir: torch.Tensor, qe_vi: torch.Tensor, h: int, w: int) -> torch.Tensor:
-        """The weights from each branch's projection (:meth:`ConfounderAttention.projection` with :meth:`mappings`), (B, d_k + 4, H W)."""
+        """The weights from each branch's projection (:meth:`ConfounderAttention.projection` with :meth:`mappings`), (B, L + 4, H W)."""
         ir, vi = self.mappings()
         return self._softmax(self.ir.attend(qe_ir, ir, h, w) + self.vi.attend(qe_vi, vi, h, w))
 

@@ -283,7 +283,7 @@ class CausalFusionNet(nn.Module):
         b, c, h, w = z_ir.shape
         projections, rows_taps = [], []
         for m, (z, branch, mapping) in enumerate(zip((z_ir, z_vi), (self.baffm.ir, self.baffm.vi), self.baffm.mappings())):
-            weight, bias = branch.projection(mapping)  # (d_k + 4, C)
+            weight, bias = branch.projection(mapping)  # (N + 4, C) with BAFFM, (4, C) without
             tap = self.reconstruction.tap_matrix(m)  # (C, 18)
             rows = torch.addmm(
                 torch.cat([bias, bias.new_zeros(tap.shape[1])]),
