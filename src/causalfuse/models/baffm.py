@@ -59,17 +59,12 @@ def pointwise_conv(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
 
 
 def _pointwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """(B, C, H, W) x (T, C) (+ (T,)) -> (B, T, H, W), one matrix product.
+    """(B, C, H, W) x (T, C) (+ (T,)) -> (B, T, H, W), one ``bmm`` with the weights expanded over the batch.
 
-    A channels-last x (the LRR encoder's code on the CPU) is read in place as
-    a (B H W, C) matrix; otherwise one ``bmm`` with the weights expanded over
-    the batch. Neither copies x, nor, in the backward pass, its gradient.
+    x flattened to (B, C, H W) is a view, not a copy, both for a contiguous x
+    and for a channels-last one (the LRR encoder's code on the CPU).
     """
     b, c, h, w = x.shape
-    if is_channels_last(x):
-        flat = x.permute(0, 2, 3, 1).reshape(b * h * w, c)  # a view
-        out = flat @ weight.t() if bias is None else torch.addmm(bias, flat, weight.t())
-        return out.view(b, h, w, weight.shape[0]).permute(0, 3, 1, 2).contiguous()
     expanded = weight.expand(b, -1, -1)
     flat = x.reshape(b, c, h * w)
     if bias is None:

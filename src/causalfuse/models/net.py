@@ -116,15 +116,14 @@ class Reconstruction(nn.Module):
     def _part_taps(self, z: torch.Tensor, modality: int) -> torch.Tensor:
         """(B, 256, H, W) -> (B, 2, 9, H, W): each part's projection onto its 9 taps, one matrix product."""
         b, c, h, w = z.shape
-        if is_channels_last(z):  # read in place as a (B H W, C) matrix
-            return self.taps_from_rows(z.permute(0, 2, 3, 1).reshape(b * h * w, c) @ self.tap_matrix(modality), b, h, w)
+        if is_channels_last(z):  # each part's channels flattened are a view of z: one product per part, no copy
+            weights = self._tap_weights(modality)
+            return torch.stack(
+                [torch.bmm(weights[p].expand(b, -1, -1), z[:, p * self.half : (p + 1) * self.half].reshape(b, self.half, h * w)) for p in range(2)],
+                dim=1,
+            ).view(b, 2, 9, h, w)
         weight = self._tap_weights(modality).expand(b, -1, -1, -1).reshape(2 * b, 9, self.half)
         return torch.bmm(weight, z.reshape(2 * b, self.half, h * w)).view(b, 2, 9, h, w)
-
-    @staticmethod
-    def taps_from_rows(rows: torch.Tensor, b: int, h: int, w: int) -> torch.Tensor:
-        """(B H W, 18) per-pixel rows of :meth:`tap_matrix` products -> (B, 2, 9, H, W)."""
-        return rows.reshape(b, h, w, 2, 9).permute(0, 3, 4, 1, 2)
 
     def forward(self, z_ir: torch.Tensor, z_vi: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         return self.from_part_taps(self._part_taps(z_ir, 0), self._part_taps(z_vi, 1), weights)
@@ -267,18 +266,20 @@ class CausalFusionNet(nn.Module):
         return self.baffm(z_ir, z_vi)
 
     def forward_head(self, z_ir: torch.Tensor, z_vi: torch.Tensor) -> torch.Tensor:
-        if is_channels_last(z_ir) and is_channels_last(z_vi):
+        if torch.is_grad_enabled() and is_channels_last(z_ir) and is_channels_last(z_vi):
             return self._forward_head_rows(z_ir, z_vi)
         return self.reconstruction(z_ir, z_vi, self.fusion_weights(z_ir, z_vi))
 
     def _forward_head_rows(self, z_ir: torch.Tensor, z_vi: torch.Tensor) -> torch.Tensor:
-        """:meth:`forward_head` for channels-last codes (the LRR encoders' on the CPU), each read by one matrix product.
+        """:meth:`forward_head` for training on channels-last codes (the LRR encoders' on the CPU).
 
         Read in place as a (B H W, 256) matrix, each code goes through BAFFM's
-        projection and the reconstruction's taps side by side, so the code is
-        read once and, in the backward pass, its gradient written once (not
-        two code-sized gradients and their sum). Same values as the general
-        path to float rounding.
+        projection and the reconstruction's taps in one matrix product, so
+        the backward pass writes one code-sized gradient per code, not one
+        per product and per part and their sum (about 2 s of a step at the
+        paper's crop of 256). Without a gradient the general path is faster
+        (its per-row work is on contiguous maps). Same values to float
+        rounding.
         """
         b, c, h, w = z_ir.shape
         projections, rows_taps = [], []
