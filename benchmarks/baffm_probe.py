@@ -134,10 +134,13 @@ def backdoor_replaced(net, term: Term) -> Iterator[None]:
     """Within the block, each BAFFM branch of ``net`` returns ``W_h X + term(modality, branch, W_q X)``.
 
     The branches' ``forward`` and ``mapped`` (the form BAFFM's fusion weights
-    use) are shadowed by instance attributes and restored on exit; the model
-    classes are untouched.
+    use) are shadowed by instance attributes and restored on exit, and the
+    compiled head (which reads the branches' projections, not ``mapped``) is
+    off meanwhile; the model classes are untouched.
     """
     branches = {m: getattr(net.baffm, m) for m in MODALITIES}
+    numba_head = net.numba_head
+    net.numba_head = False
     for modality, branch in branches.items():
 
         def forward(x: torch.Tensor, branch=branch, modality=modality) -> torch.Tensor:
@@ -152,6 +155,7 @@ def backdoor_replaced(net, term: Term) -> Iterator[None]:
     try:
         yield
     finally:
+        net.numba_head = numba_head
         for branch in branches.values():
             del branch.forward
             del branch.mapped

@@ -164,6 +164,22 @@ class ConfounderAttention(nn.Module):
         k = self.key(self.dictionary) / math.sqrt(self.d_k)  # (N, d_k)
         return torch.cat([k @ w_qh[: self.d_k], weight]), torch.cat([k @ b_qh[: self.d_k], bias])
 
+    def read_out(self, mapping: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """How :meth:`attend` turns the L logits into the back-door term: offsets (L,) and values (L, M).
+
+        The term is ``sum_i softmax(logits + offsets)_i values_i``: with the
+        normalised expectation the offsets are log P(z_i) and the values
+        ``mapping W_g z_i``; literally, the offsets are zero and the values
+        carry the P(z_i) factor. Without the back-door term L = 0.
+        """
+        m = mapping.shape[0]
+        if not self.use_backdoor:
+            return mapping.new_zeros(0), mapping.new_zeros(0, m)
+        v = self.value(self.dictionary) @ mapping.t()  # (N, M): mapping W_g z_i
+        if self.normalise:  # w_i = softmax(logit_i + log P(z_i))
+            return self.prior.clamp_min(1e-12).log(), v
+        return torch.zeros_like(self.prior), v * self.prior[:, None]  # lambda_i times P(z_i) mapping W_g z_i
+
     def attend(self, qe: torch.Tensor, mapping: torch.Tensor, h: int, w: int) -> torch.Tensor:
         """``mapping @ D_m`` (B, M, H, W) from x's :meth:`projection` qe (B, L + M, H W)."""
         b = qe.shape[0]
@@ -172,12 +188,8 @@ class ConfounderAttention(nn.Module):
             return qe.reshape(b, m, h, w)
         n = self.dictionary.shape[0]
         out = qe[:, n:]
-        v = self.value(self.dictionary) @ mapping.t()  # (N, M): mapping W_g z_i
-        log_prior = None
-        if self.normalise:  # w_i = softmax(logit_i + log P(z_i))
-            log_prior = self.prior.clamp_min(1e-12).log()[None, :, None]
-        else:  # lambda_i times P(z_i) mapping W_g z_i
-            v = v * self.prior[:, None]
+        offsets, v = self.read_out(mapping)
+        log_prior = offsets[None, :, None] if self.normalise else None
         parts = []
         for start in range(0, h * w, self.chunk):
             logits = qe[:, :n, start : start + self.chunk]

@@ -27,8 +27,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import CausalFuseError
-from .baffm import BAFFM, is_channels_last
-from .lrr import LRREncoder, encode_side_by_side, load_lrrnet_state
+from .._device import autocast_dtype
+from .baffm import BAFFM, _pointwise, is_channels_last
+from .lrr import LRREncoder, _numba_wanted, encode_side_by_side, load_lrrnet_state
 
 __all__ = ["NetConfig", "CausalFusionNet", "Reconstruction"]
 
@@ -194,6 +195,8 @@ class CausalFusionNet(nn.Module):
             normalise=config.normalise_expectation,
         )
         self.reconstruction = Reconstruction(CODE_CHANNELS)
+        #: Run the head's per-pixel work in Numba's loops where the encoders' loops made the codes (see :meth:`forward_head`).
+        self.numba_head = True
         # Where the dictionaries came from; checked when loading new ones.
         self.dictionary_provenance: dict[str, Any] = {}
 
@@ -266,9 +269,49 @@ class CausalFusionNet(nn.Module):
         return self.baffm(z_ir, z_vi)
 
     def forward_head(self, z_ir: torch.Tensor, z_vi: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled() and is_channels_last(z_ir) and is_channels_last(z_vi):
-            return self._forward_head_rows(z_ir, z_vi)
+        """The fused image (B, 1, H, W) from the two codes.
+
+        Channels-last codes are the LRR encoders' on the CPU: for training
+        they go through :meth:`_forward_head_rows`, for inference through
+        :meth:`_forward_head_numba`; any other code through the modules.
+        """
+        if is_channels_last(z_ir) and is_channels_last(z_vi):
+            if torch.is_grad_enabled():
+                return self._forward_head_rows(z_ir, z_vi)
+            if self._numba_head_applies(z_ir):
+                return self._forward_head_numba(z_ir, z_vi)
         return self.reconstruction(z_ir, z_vi, self.fusion_weights(z_ir, z_vi))
+
+    def _numba_head_applies(self, z: torch.Tensor) -> bool:
+        return (
+            self.numba_head
+            and z.device.type == "cpu"
+            and z.dtype == torch.float32
+            and all(p.dtype == torch.float32 for p in (self.baffm.weights.weight, self.reconstruction.conv.weight))
+            and autocast_dtype("cpu") is None
+            and not torch.jit.is_tracing()
+            and _numba_wanted()
+        )
+
+    def _forward_head_numba(self, z_ir: torch.Tensor, z_vi: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward_head` for inference: the matrix products in PyTorch, the rest in one compiled pass.
+
+        Each code is read by BAFFM's projection (the attention's logits and
+        the mapped W_h X) and by each part's reconstruction taps, as in the
+        modules; the per-pixel work after them (two softmaxes, the weighted
+        taps, the shifted sum and tanh) is :func:`causalfuse.models.head_numba.fuse`.
+        Same image to float32 rounding.
+        """
+        from .head_numba import fuse
+
+        b, _, h, w = z_ir.shape
+        qe, taps, read_outs = [], [], []
+        for m, (z, branch, mapping) in enumerate(zip((z_ir, z_vi), (self.baffm.ir, self.baffm.vi), self.baffm.mappings())):
+            weight, bias = branch.projection(mapping)
+            qe.append(_pointwise(z, weight, bias).reshape(b, -1, h * w))
+            taps.append(self.reconstruction._part_taps(z, m).reshape(b, 18, h * w))
+            read_outs.append(branch.read_out(mapping))
+        return fuse(qe, taps, read_outs, self.baffm.weights.bias, self.reconstruction.conv.bias, h, w).to(z_ir.dtype)
 
     def _forward_head_rows(self, z_ir: torch.Tensor, z_vi: torch.Tensor) -> torch.Tensor:
         """:meth:`forward_head` for training on channels-last codes (the LRR encoders' on the CPU).
