@@ -290,7 +290,9 @@ def encode_many(jobs: list[tuple[torch.Tensor, _Weights]], *, threads: int | Non
     codes, tasks = [], []
     for x, wt in jobs:
         bsz, _, h, w = x.shape
-        code = torch.empty(bsz, h, w, wt.channels, dtype=torch.float32)
+        # numpy asks the kernel for huge pages for large arrays (madvise), PyTorch does not: the first
+        # writes of a 256-channel code then fault once per 2 MB instead of once per 4 kB
+        code = torch.from_numpy(np.empty((bsz, h, w, wt.channels), np.float32))
         xs = x.detach().to(torch.float32).contiguous().numpy()
         codes.append(code)
         tasks += [(code[i].numpy(), xs[i, 0], wt) for i in range(bsz)]
