@@ -31,7 +31,10 @@ smaller jobs), ``eagerbf16`` (the same under bfloat16 autocast: ``fuse --precisi
 ``onnx`` (the network exported
 by :mod:`causalfuse.export` and run in ONNX Runtime with the onnxruntime
 backend's session options, as many threads as PyTorch; the export is not
-timed). ``--backends`` runs the inference rows of ``fast``, ``eager`` and
+timed). ``ifcnn:arch:...`` and ``densefuse:arch:...`` time two published
+networks' layers beside ours (``benchmarks/peer_nets.py``: their
+architectures with random weights, run as their code runs them, IFCNN on
+three-channel inputs). ``--backends`` runs the inference rows of ``fast``, ``eager`` and
 ``onnx`` at 480 x 640 and prints ONNX Runtime's time against PyTorch's.
 
 Start-up and memory of ``causalfuse fuse`` itself, each run a fresh process
@@ -93,6 +96,8 @@ CONFIGS = [
     "causal:eagertorch:480x640",
     "causal:eagerbf16:480x640",
     "causal:onnx:480x640",
+    "ifcnn:arch:480x640",
+    "densefuse:arch:480x640",
     "train:plain:6x128",
     "train:fast:6x128",
     "train:fast:6x256",
@@ -110,6 +115,8 @@ def _peak_rss_mb() -> float:
 def _build(kind: str, impl: str, weights: Path):
     import torch
 
+    if impl == "arch":  # a published network's layers, built in run_one
+        return None, (None, None)
     if impl == "plain":
         sys.path.insert(0, str(HERE))
         from lrr_plain import PlainLRRNet
@@ -161,6 +168,18 @@ def run_one(config: str, weights: Path, repeats: int) -> dict:
 
         def step() -> None:
             session.run(["fused"], {"infrared": ir, "visible": vi})
+
+    elif impl == "arch":
+        sys.path.insert(0, str(HERE))
+        from peer_nets import build
+
+        peer, channels = build(kind)
+        ir = torch.rand(1, channels, a, b, generator=gen)
+        vi = torch.rand(1, channels, a, b, generator=gen)
+
+        def step() -> None:
+            with torch.inference_mode():
+                peer(ir, vi)
 
     elif kind in ("infer", "lrrnet", "causal"):
         net.eval()
@@ -288,6 +307,16 @@ def network_rows(configs: list[str], args: argparse.Namespace) -> None:
             flush=True,
         )
     _print_backends(results)
+    _print_peers(results)
+
+
+def _print_peers(results: dict[str, dict]) -> None:
+    """``causalfuse`` (eager: what ``fuse`` runs) against the published networks' layers of the same size."""
+    for config, res in results.items():
+        kind, impl, size = config.split(":")
+        ours = results.get(f"causal:eager:{size}")
+        if impl == "arch" and ours:
+            print(f"causalfuse {size}: {ours['ms']:.0f} ms against {kind} {res['ms']:.0f} ms ({res['ms'] / ours['ms']:.2f}x as fast)", flush=True)
 
 
 def _print_backends(results: dict[str, dict]) -> None:
