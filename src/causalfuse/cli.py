@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import warnings
 from typing import Sequence
@@ -62,7 +63,21 @@ def _one_line_warnings() -> None:
     warnings.showwarning = show
 
 
+def _huge_pages() -> None:
+    """Ask PyTorch for transparent huge pages for its large buffers, unless the user chose otherwise.
+
+    A 256-channel code of a 480 x 640 image is 315 MB; written for the first
+    time in 4 kB pages it takes 77,000 page faults, in 2 MB pages 150 (about
+    0.05 s of CPU less per code). PyTorch reads THP_MEM_ALLOC_ENABLE once, at
+    its first allocation, so this must run before it is imported; where the
+    kernel has transparent huge pages off it changes nothing.
+    """
+    if "torch" not in sys.modules:
+        os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    _huge_pages()
     _one_line_warnings()
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-")), None)
