@@ -180,6 +180,12 @@ def _f32(t: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(t.detach().to(torch.float32).cpu().numpy())
 
 
+def _image_rows_of(t: torch.Tensor) -> np.ndarray:
+    """(B, R, P) float32 whose rows are contiguous (e.g. rows of a wider product) as an array, without a copy where possible."""
+    a = t.detach().to(device="cpu", dtype=torch.float32).numpy()
+    return a if a.strides[-1] == 4 and a.strides[-2] == 4 * a.shape[-1] else np.ascontiguousarray(a)
+
+
 def fuse(
     qe: Sequence[torch.Tensor],
     taps: Sequence[torch.Tensor],
@@ -196,14 +202,15 @@ def fuse(
     Args:
         qe: (B, L + 4, H W) each, :meth:`ConfounderAttention.projection` of the code.
         taps: (B, 18, H W) each, the parts' reconstruction taps (L's 9, then S's).
+            Both may be row slices of one wider tensor (each image's rows contiguous).
         read_outs: (log-prior offsets (L,), values (L, 4)) each, from
             :meth:`ConfounderAttention.read_out`.
         fusion_bias: (4,) the fusion-weight conv's bias. conv_bias: (1,) the reconstruction's.
         threads: threads to use (default: PyTorch's count).
     """
     b = qe[0].shape[0]
-    q = [_f32(t) for t in qe]
-    tp = [_f32(t) for t in taps]
+    q = [_image_rows_of(t) for t in qe]
+    tp = [_image_rows_of(t) for t in taps]
     lp = [_f32(r[0]).reshape(-1) for r in read_outs]
     vals = [_f32(r[1]).reshape(-1, 4) for r in read_outs]
     bias4 = _f32(fusion_bias).reshape(4)
