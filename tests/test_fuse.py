@@ -243,8 +243,8 @@ def test_the_fuse_command_loads_no_stack_it_does_not_use(tmp_path):
     assert loaded == "", f"imported by `causalfuse fuse`: {loaded}"
 
 
-def test_the_command_asks_pytorch_for_huge_pages_unless_told_otherwise():
-    """The CLI sets THP_MEM_ALLOC_ENABLE=1 before torch loads (torch reads it once), never over the user's value."""
+def test_training_asks_pytorch_for_huge_pages_unless_told_otherwise():
+    """`causalfuse train` sets THP_MEM_ALLOC_ENABLE=1 before torch loads (torch reads it once), never over the user's value; `fuse` does not."""
     import os
     import subprocess
     import sys
@@ -252,22 +252,24 @@ def test_the_command_asks_pytorch_for_huge_pages_unless_told_otherwise():
     code = (
         "import os, resource, sys\n"
         "from causalfuse.cli import _huge_pages\n"
-        "_huge_pages()\n"
+        "_huge_pages('fuse')\n"
+        "after_fuse = os.environ.get('THP_MEM_ALLOC_ENABLE', 'unset')\n"
+        "_huge_pages('train')\n"
         "import torch\n"
         "before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
         "torch.empty(64, 1024, 1024).fill_(1.0)\n"  # 256 MB: 65,536 pages of 4 kB
         "faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before\n"
-        "print(os.environ.get('THP_MEM_ALLOC_ENABLE'), faults)\n"
+        "print(after_fuse, os.environ.get('THP_MEM_ALLOC_ENABLE'), faults)\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
-    chosen, faults = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout.split()
-    assert chosen == "1"
+    after_fuse, chosen, faults = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout.split()
+    assert (after_fuse, chosen) == ("unset", "1")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env={**env, "THP_MEM_ALLOC_ENABLE": "0"}).stdout
-    assert out.split()[0] == "0"  # the user's choice kept
+    assert out.split()[:2] == ["0", "0"]  # the user's choice kept
     setting = "/sys/kernel/mm/transparent_hugepage/enabled"
     if os.path.exists(setting) and "[madvise]" in open(setting).read():  # huge pages only where asked for: the flag decides
         assert int(faults) < 30_000, f"{faults} page faults for 256 MB with the flag: huge pages were not used"
-        assert int(out.split()[1]) > 60_000, "4 kB pages without it"
+        assert int(out.split()[2]) > 60_000, "4 kB pages without it"
 
 
 def test_kernels_are_compiled_only_on_a_gpu_and_for_jobs_large_enough_to_pay(ckpt, monkeypatch):
