@@ -14,9 +14,12 @@ dictionary already there is reused (after checking its size); a run whose
 final model has the requested number of steps is reused; a run that was
 interrupted resumes from its last training state, exactly.
 
-The training recipe is the one of the bundled weights (the paper's, scaled
-to a CPU): 128 x 128 crops, batch 6, Adam 1e-4 for the encoders and 1e-3
-for BAFFM and the reconstruction, 100 head-only warm-up steps, seed 0.
+The schedule is the bundled weights' (the paper's, scaled to a CPU): 128 x
+128 crops, batch 6, Adam 1e-4 for the encoders and 1e-3 for BAFFM and the
+reconstruction, 100 head-only warm-up steps, seed 0. The loss is
+``causalfuse train``'s default (the paper's), not the bundled weights'
+``detail-sum`` target: the columns compare dictionary sizes and BAFFM under
+one recipe.
 """
 
 from __future__ import annotations
