@@ -14,11 +14,12 @@ already loaded).
 Why a loop of our own: in PyTorch this is a dozen operations over maps of
 the image's size (the logits plus the log-prior, a softmax over the 25
 prototypes, a 25 x 4 product, the modality softmax, the weighted taps, nine
-shifted sums and a tanh), each going through memory, and at 480 x 640 they
-took longer than the head's matrix products. Here one pass over blocks of
-pixels keeps every intermediate in the first-level cache, with the
-exponentials evaluated by a polynomial that vectorises (Numba has no vector
-``exp`` here).
+shifted sums and a tanh), each going through memory. Here one pass over
+blocks of pixels keeps every intermediate in the first-level cache, with
+the exponentials evaluated by a polynomial that vectorises (Numba has no
+vector ``exp`` here). At 480 x 640 on 2 cores that part of the head takes
+about 0.025 s against 0.045-0.05 s (the whole head after one product per
+code: 0.150 s against 0.171 s, median of 9, side by side).
 """
 
 from __future__ import annotations
