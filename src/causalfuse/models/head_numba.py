@@ -154,7 +154,7 @@ def _weighted_taps(qe_ir, qe_vi, taps_ir, taps_vi, lp_ir, lp_vi, v_ir, v_vi, bia
 
 
 @numba.njit(**_JIT)
-def _image_rows(taps, bias, out, y0, y1):  # pragma: no cover - compiled
+def _tanh_rows(taps, bias, out, y0, y1):  # pragma: no cover - compiled
     """Rows y0..y1 - 1 of (tanh(shifted sum of the reflection-padded taps (9, H, W) + bias) + 1) / 2."""
     h, w = out.shape
     acc = np.empty(w, np.float32)
@@ -228,7 +228,7 @@ def fuse(
         for job in jobs:
             job.result()
         rows = [(t * h // threads, (t + 1) * h // threads) for t in range(threads)]
-        jobs = [pool.submit(_image_rows, weighted[i], bias1, fused[i, 0], y0, y1) for y0, y1 in rows if y1 > y0]
+        jobs = [pool.submit(_tanh_rows, weighted[i], bias1, fused[i, 0], y0, y1) for y0, y1 in rows if y1 > y0]
         for job in jobs:
             job.result()
     return torch.from_numpy(fused)

@@ -309,15 +309,26 @@ class CausalFusionNet(nn.Module):
         from .head_numba import fuse
 
         b, _, h, w = z_ir.shape
-        qe, taps, read_outs = [], [], []
-        for m, (z, branch, mapping) in enumerate(zip((z_ir, z_vi), (self.baffm.ir, self.baffm.vi), self.baffm.mappings())):
-            weight, bias = branch.projection(mapping)  # (L + 4, C)
-            tap = self.reconstruction.tap_matrix(m)  # (C, 18)
-            rows = _pointwise(z, torch.cat([weight, tap.t()]), torch.cat([bias, bias.new_zeros(tap.shape[1])])).reshape(b, -1, h * w)
-            qe.append(rows[:, : weight.shape[0]])
-            taps.append(rows[:, weight.shape[0] :])
-            read_outs.append(branch.read_out(mapping))
+        qe, taps = [], []
+        for m, z in enumerate((z_ir, z_vi)):
+            weight, bias, n = self._head_projection(m)
+            rows = _pointwise(z, weight, bias).reshape(b, -1, h * w)
+            qe.append(rows[:, :n])
+            taps.append(rows[:, n:])
+        read_outs = [branch.read_out(mapping) for branch, mapping in zip((self.baffm.ir, self.baffm.vi), self.baffm.mappings())]
         return fuse(qe, taps, read_outs, self.baffm.weights.bias, self.reconstruction.conv.bias, h, w).to(z_ir.dtype)
+
+    def _head_projection(self, modality: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """One code's projection for the whole head: weights (n + 18, C), bias (n + 18,), and n.
+
+        The first n rows are BAFFM's (:meth:`ConfounderAttention.projection`:
+        the attention's logits, then the mapped W_h X), the last 18 the
+        reconstruction's taps (:meth:`Reconstruction.tap_matrix`, no bias).
+        """
+        branch = (self.baffm.ir, self.baffm.vi)[modality]
+        weight, bias = branch.projection(self.baffm.mappings()[modality])
+        tap = self.reconstruction.tap_matrix(modality)  # (C, 18)
+        return torch.cat([weight, tap.t()]), torch.cat([bias, bias.new_zeros(tap.shape[1])]), weight.shape[0]
 
     def _forward_head_rows(self, z_ir: torch.Tensor, z_vi: torch.Tensor) -> torch.Tensor:
         """:meth:`forward_head` for training on channels-last codes (the LRR encoders' on the CPU).
@@ -332,15 +343,9 @@ class CausalFusionNet(nn.Module):
         """
         b, c, h, w = z_ir.shape
         projections, rows_taps = [], []
-        for m, (z, branch, mapping) in enumerate(zip((z_ir, z_vi), (self.baffm.ir, self.baffm.vi), self.baffm.mappings())):
-            weight, bias = branch.projection(mapping)  # (N + 4, C) with BAFFM, (4, C) without
-            tap = self.reconstruction.tap_matrix(m)  # (C, 18)
-            rows = torch.addmm(
-                torch.cat([bias, bias.new_zeros(tap.shape[1])]),
-                z.permute(0, 2, 3, 1).reshape(b * h * w, c),
-                torch.cat([weight.t(), tap], dim=1),
-            )
-            n = weight.shape[0]
+        for m, z in enumerate((z_ir, z_vi)):
+            weight, bias, n = self._head_projection(m)
+            rows = torch.addmm(bias, z.permute(0, 2, 3, 1).reshape(b * h * w, c), weight.t())
             projections.append(rows[:, :n].reshape(b, h * w, n).transpose(1, 2))
             rows_taps.append(rows[:, n:])
         weights = self.baffm.from_projections(projections[0], projections[1], h, w)
