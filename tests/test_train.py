@@ -265,6 +265,13 @@ def test_cli_train_and_errors(tiny, tmp_path, capsys):
     assert "already holds a training run" in capsys.readouterr().err
     assert cli_main(args + ["--resume", "--steps", "2", "--lr", "0.001"]) == 2
     assert "another configuration: lr: 0.0001 -> 0.001" in capsys.readouterr().err
+    # a decay from the step the run has reached on: resumable, recorded, and the last rate logged is the decayed one
+    assert cli_main(args + ["--resume", "--steps", "3", "--lr-decay", "1", "3", "--lr-final", "0.25"]) == 0
+    cfg = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert (cfg["lr_decay_start"], cfg["lr_decay_end"], cfg["lr_final"]) == (1, 3, 0.25)
+    assert float(_log(tmp_path / "run")[-1]["lr"]) == pytest.approx(1e-4 * 0.625)
+    assert cli_main(args + ["--resume", "--steps", "4", "--lr-decay", "5", "3"]) == 2
+    assert "must start before it ends" in capsys.readouterr().err
 
 
 # -- torchrun ----------------------------------------------------------------
@@ -356,3 +363,71 @@ def test_runs_saved_before_newer_options_resume(tiny, tmp_path):
     train(_cfg(tiny, tmp_path / "g", gamma_aug=0.5), stop_after=1)
     with pytest.raises(CausalFuseError, match=r"gamma_aug: 0.5 -> 0.0"):
         train(_cfg(tiny, tmp_path / "g"), resume=True)
+
+
+# -- learning-rate schedule ----------------------------------------------------
+
+
+def test_lr_factor_shape():
+    from causalfuse.train.config import lr_factor
+
+    # constant without a decay; a half cosine from 1 to `final` between the steps; flat after
+    assert all(lr_factor(s, None, None, 0.0) == 1.0 for s in (0, 10, 10**6))
+    assert [lr_factor(s, 10, 20, 0.1) for s in (0, 9, 10, 20, 30)] == [1.0, 1.0, 1.0, 0.1, 0.1]
+    assert lr_factor(15, 10, 20, 0.0) == pytest.approx(0.5, abs=1e-12)
+    assert lr_factor(15, 10, 20, 0.2) == pytest.approx(0.6, abs=1e-12)
+    assert lr_factor(12, 10, 20, 0.0) == pytest.approx(0.5 * (1 + np.cos(np.pi * 0.2)), abs=1e-12)
+    values = [lr_factor(s, 10, 20, 0.0) for s in range(10, 21)]
+    assert all(a > b for a, b in zip(values, values[1:]))
+
+
+@pytest.mark.parametrize(
+    "kw, message",
+    [
+        ({"lr_decay_start": 5}, "go together"),
+        ({"lr_decay_end": 5}, "go together"),
+        ({"lr_decay_start": 5, "lr_decay_end": 5}, "must start before it ends"),
+        ({"lr_decay_start": -1, "lr_decay_end": 5}, "must start before it ends"),
+        ({"lr_final": 1.5}, "factor from 0 to 1"),
+    ],
+)
+def test_bad_schedule_refused(tiny, tmp_path, kw, message):
+    with pytest.raises(CausalFuseError, match=message):
+        _cfg(tiny, tmp_path / "r", **kw).validate()
+
+
+def test_decay_rates_logged_and_resume_exact(tiny, tmp_path):
+    kw = dict(steps=6, head_lr=1e-3, lr_decay_start=2, lr_decay_end=6, lr_final=0.1)
+    straight = train(_cfg(tiny, tmp_path / "a", **kw))
+    rows = _log(tmp_path / "a")
+    from causalfuse.train.config import lr_factor
+
+    # the rate in row k is the one step k was taken with: the factor after k - 1 completed steps
+    for row in rows:
+        f = lr_factor(int(row["step"]) - 1, 2, 6, 0.1)
+        assert float(row["lr"]) == pytest.approx(1e-4 * f, rel=1e-5)
+        assert float(row["head_lr"]) == pytest.approx(1e-3 * f, rel=1e-5)
+    assert float(rows[1]["lr"]) == pytest.approx(1e-4) and float(rows[-1]["lr"]) < 3e-5
+
+    train(_cfg(tiny, tmp_path / "b", **kw), stop_after=3)
+    resumed = train(_cfg(tiny, tmp_path / "b", **kw), resume=True)
+    wa = load_file(str(tmp_path / "a" / "model.safetensors"))
+    wb = load_file(str(tmp_path / "b" / "model.safetensors"))
+    assert max(float((wa[k] - wb[k]).abs().max()) for k in wa) <= 1e-6
+    assert np.allclose(resumed.losses, straight.losses[3:], rtol=0, atol=1e-6)
+
+
+def test_decay_added_on_resume_only_after_the_steps_taken(tiny, tmp_path):
+    # a run of constant rates stopped after 3 steps may go on with a decay from step 3 on
+    # (the branch equals a run that had the schedule from the start), not one from step 1
+    # (whose factor is still 1 for the first step after it: the first changed rate is step 3's)
+    kw = dict(steps=6, lr_decay_start=3, lr_decay_end=6)
+    straight = train(_cfg(tiny, tmp_path / "a", **kw))
+    train(_cfg(tiny, tmp_path / "b", steps=3))
+    with pytest.raises(CausalFuseError, match=r"changes the rate of step 3, which was already taken"):
+        train(_cfg(tiny, tmp_path / "b", steps=6, lr_decay_start=1, lr_decay_end=6), resume=True)
+    branched = train(_cfg(tiny, tmp_path / "b", **kw), resume=True)
+    assert np.allclose(branched.losses, straight.losses[3:], rtol=0, atol=1e-6)
+    # and a decayed run cannot silently go back to constant rates over its decayed steps
+    with pytest.raises(CausalFuseError, match="learning-rate schedule"):
+        train(_cfg(tiny, tmp_path / "b", steps=8), resume=True)

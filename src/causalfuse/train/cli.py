@@ -28,6 +28,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--crop", type=int, help="random square crop side (paper: 256)")
     p.add_argument("--lr", type=float, help="Adam learning rate (paper: 1e-4)")
     p.add_argument("--head-lr", type=float, help="learning rate of BAFFM + reconstruction (default: --lr)")
+    p.add_argument("--lr-decay", type=int, nargs=2, metavar=("START", "END"),
+                   help="learning rates fall along a half cosine from step START to step END (default: constant)")
+    p.add_argument("--lr-final", type=float, help="the rates' factor at the end of --lr-decay (default 0)")
     p.add_argument("--head-only-steps", type=int, help="warm start: train BAFFM + reconstruction alone for the first N steps (default 0)")
     p.add_argument("--seed", type=int, help="seed of initialisation, batch order and augmentation (default 0)")
     p.add_argument("--gamma-aug", type=float, help="brightness augmentation: crops raised to powers log-uniform in [e^-g, e^g] (default 0: none)")
@@ -45,7 +48,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 _FLAGS = {
     "data": "data", "dictionary": "dictionary", "lrrnet_weights": "lrrnet_weights", "output": "output",
     "steps": "steps", "max_minutes": "max_minutes", "batch": "batch", "crop": "crop", "lr": "lr",
-    "head_lr": "head_lr", "head_only_steps": "head_only_steps", "seed": "seed", "gamma_aug": "gamma_aug", "device": "device", "amp": "amp", "threads": "threads",
+    "head_lr": "head_lr", "lr_final": "lr_final", "head_only_steps": "head_only_steps", "seed": "seed", "gamma_aug": "gamma_aug", "device": "device", "amp": "amp", "threads": "threads",
     "num_workers": "num_workers", "checkpoint_every": "checkpoint_every", "log_every": "log_every",
 }
 
@@ -60,6 +63,8 @@ def build_config(args: argparse.Namespace):  # -> TrainConfig
         value = getattr(args, attr, None)
         if value is not None:
             data[key] = value
+    if getattr(args, "lr_decay", None) is not None:
+        data["lr_decay_start"], data["lr_decay_end"] = args.lr_decay
     if args.no_baffm:
         data.setdefault("net", {})["use_baffm"] = False
     if args.no_progress:

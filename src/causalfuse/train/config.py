@@ -12,6 +12,7 @@ and inside it (metadata).
 from __future__ import annotations
 
 import json
+import math
 import os
 import tomllib
 from dataclasses import asdict, dataclass, field, fields
@@ -23,12 +24,47 @@ from ..losses import LossWeights
 from ..models.net import NetConfig
 from .head_init import HEAD_INITS
 
-__all__ = ["TrainConfig", "load_config_file", "apply_overrides", "RESUMABLE_CHANGES", "config_differences"]
+__all__ = ["TrainConfig", "load_config_file", "apply_overrides", "RESUMABLE_CHANGES", "config_differences", "lr_factor", "schedule_difference"]
 
 #: Fields that may differ between a checkpoint and the run resuming it: they
 #: change how long or where a run goes, not what it computes.
 #: ``dictionary`` is a path: the resumed run checks the prototypes themselves.
 RESUMABLE_CHANGES = frozenset({"dictionary", "steps", "max_minutes", "checkpoint_every", "log_every", "num_workers", "output", "progress", "device", "threads"})
+
+
+#: The learning-rate schedule's fields: a run may resume under another
+#: schedule when every step it has taken had the same rates under both
+#: (e.g. a decay added from the checkpoint's step on).
+SCHEDULE_KEYS = ("lr_decay_start", "lr_decay_end", "lr_final")
+
+
+def lr_factor(step: int, start: int | None, end: int | None, final: float) -> float:
+    """Learning-rate factor after ``step`` completed steps: 1 until ``start``,
+    a half cosine down to ``final`` at ``end``, ``final`` after (constant 1 when
+    ``start`` is None)."""
+    if start is None or step < start:
+        return 1.0
+    if step >= end:
+        return float(final)
+    t = (step - start) / (end - start)
+    return final + (1.0 - final) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+def schedule_difference(saved: dict[str, Any], current: dict[str, Any], steps_taken: int) -> str | None:
+    """Why a run trained under ``saved``'s schedule cannot go on under ``current``'s, or None.
+
+    It can when the two schedules gave the same rates to every one of the
+    ``steps_taken`` steps already taken.
+    """
+    a = tuple(saved.get(k, TrainConfig.LEGACY_DEFAULTS[k]) for k in SCHEDULE_KEYS)
+    b = tuple(current.get(k, TrainConfig.LEGACY_DEFAULTS[k]) for k in SCHEDULE_KEYS)
+    if a == b:
+        return None
+    for step in range(steps_taken):
+        if lr_factor(step, *a) != lr_factor(step, *b):
+            return (f"learning-rate schedule (decay start, end, final factor): {a} -> {b} changes the rate of step {step + 1}, "
+                    f"which was already taken (a new decay may start at step {steps_taken} or later)")
+    return None
 
 
 @dataclass
@@ -49,6 +85,14 @@ class TrainConfig:
         head_only_steps: a warm start: the first steps train BAFFM and the
             reconstruction only (encoders frozen, no encoder backward pass, about
             a third of the cost of a full step). 0 (the default) follows the paper.
+        lr_decay_start: step at which both learning rates start to fall
+            (None: constant rates, the recipe of the weights bundled before).
+        lr_decay_end: step at which the fall ends; the rates fall from their
+            values to ``lr_final`` times them along a half cosine between the
+            two steps, and stay there after. Both are counted from the start
+            of the run, not from a resume, so a snapshot's rates do not
+            depend on ``steps``.
+        lr_final: the rates' factor at ``lr_decay_end`` (0 to 1).
         betas: Adam betas.
         steps: optimisation steps.
         max_minutes: wall-time budget; the run stops cleanly with its final
@@ -88,6 +132,9 @@ class TrainConfig:
     lr: float = 1e-4
     head_lr: float | None = None
     head_only_steps: int = 0
+    lr_decay_start: int | None = None
+    lr_decay_end: int | None = None
+    lr_final: float = 0.0
     betas: tuple[float, float] = (0.9, 0.999)
     steps: int = 10000
     max_minutes: float | None = None
@@ -116,6 +163,12 @@ class TrainConfig:
                 raise CausalFuseError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
         if self.lr <= 0 or (self.head_lr is not None and self.head_lr <= 0):
             raise CausalFuseError(f"learning rates must be positive, got lr={self.lr}, head_lr={self.head_lr}")
+        if (self.lr_decay_start is None) != (self.lr_decay_end is None):
+            raise CausalFuseError("lr_decay_start and lr_decay_end go together: give both steps, or neither for constant rates")
+        if self.lr_decay_start is not None and not 0 <= self.lr_decay_start < self.lr_decay_end:
+            raise CausalFuseError(f"the learning-rate decay must start before it ends, at a step >= 0; got {self.lr_decay_start} to {self.lr_decay_end}")
+        if not 0.0 <= self.lr_final <= 1.0:
+            raise CausalFuseError(f"lr_final is a factor from 0 to 1, got {self.lr_final}")
         if self.amp not in ("auto", "bf16", "off"):
             raise CausalFuseError(f"amp must be auto, bf16 or off, got {self.amp!r}")
         if self.max_minutes is not None and self.max_minutes <= 0:
@@ -135,10 +188,14 @@ class TrainConfig:
             raise CausalFuseError(f"num_workers must be >= 0, got {self.num_workers}")
         return self
 
+    def lr_factor(self, step: int) -> float:
+        """The factor of both learning rates for the step after ``step`` completed ones."""
+        return lr_factor(step, self.lr_decay_start, self.lr_decay_end, self.lr_final)
+
     # -- (de)serialisation ----------------------------------------------------
     #: Values of fields added after the first release, for configurations
     #: saved before them (they have no such key).
-    LEGACY_DEFAULTS = {"gamma_aug": 0.0, "head_init": "random", "head_init_crops": 192, "head_init_pixels": 4096, "head_init_ridge": 1e-3}
+    LEGACY_DEFAULTS = {"lr_decay_start": None, "lr_decay_end": None, "lr_final": 0.0, "gamma_aug": 0.0, "head_init": "random", "head_init_crops": 192, "head_init_pixels": 4096, "head_init_ridge": 1e-3}
 
     @classmethod
     def with_legacy_defaults(cls, data: dict[str, Any]) -> dict[str, Any]:

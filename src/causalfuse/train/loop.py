@@ -47,7 +47,7 @@ from ..io import check_writable_folder
 from ..losses import FusionLoss
 from ..models.net import CausalFusionNet
 from . import distributed as dist_utils
-from .config import TrainConfig, config_differences
+from .config import SCHEDULE_KEYS, RESUMABLE_CHANGES, TrainConfig, config_differences, schedule_difference
 from .state import load_state, save_state
 
 __all__ = ["train", "TrainResult", "batch_indices", "LOG_FIELDS"]
@@ -122,6 +122,14 @@ def data_hash(pairs: list) -> str:
                 for chunk in iter(lambda: fh.read(1 << 20), b""):
                     h.update(chunk)
     return h.hexdigest()
+
+
+def _set_rates(optimizer: torch.optim.Optimizer, cfg: TrainConfig, step: int) -> None:
+    """Both groups' learning rates for the step after ``step`` completed ones (the schedule's factor)."""
+    factor = cfg.lr_factor(step)
+    head_lr = cfg.head_lr if cfg.head_lr is not None else cfg.lr
+    for group in optimizer.param_groups:
+        group["lr"] = (head_lr if group["name"] == "head" else cfg.lr) * factor
 
 
 def _param_groups(net: CausalFusionNet, cfg: TrainConfig) -> list[dict[str, Any]]:
@@ -324,7 +332,11 @@ def _train(cfg: TrainConfig, device: torch.device, info: dist_utils.DistInfo, *,
         # Data folders compare as real paths: a relative and an absolute
         # spelling of the same folder is the same run.
         saved = TrainConfig.with_legacy_defaults(dict(state.config, data=[os.path.realpath(d) for d in state.config.get("data", [])]))
-        diffs = config_differences(saved, dict(config_dict, data=[os.path.realpath(d) for d in config_dict["data"]]))
+        diffs = config_differences(saved, dict(config_dict, data=[os.path.realpath(d) for d in config_dict["data"]]),
+                                   ignore=RESUMABLE_CHANGES | set(SCHEDULE_KEYS))
+        schedule = schedule_difference(saved, config_dict, state.step)
+        if schedule:
+            diffs.append(schedule)
         if diffs:
             raise CausalFuseError(f"{state_path}: checkpoint of another configuration: " + "; ".join(diffs))
         if cfg.dictionary is not None or cfg.net.use_baffm:
@@ -381,6 +393,7 @@ def _train(cfg: TrainConfig, device: torch.device, info: dist_utils.DistInfo, *,
             ts = time.perf_counter()
             ir = batch["ir"].to(device, non_blocking=True)
             vi = batch["vi"].to(device, non_blocking=True)
+            _set_rates(optimizer, cfg, step)
             try:
                 fused = model(ir, vi, head_only=step < cfg.head_only_steps)
                 terms = loss_fn(fused.float(), ir, vi)
