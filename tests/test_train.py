@@ -431,3 +431,68 @@ def test_decay_added_on_resume_only_after_the_steps_taken(tiny, tmp_path):
     # and a decayed run cannot silently go back to constant rates over its decayed steps
     with pytest.raises(CausalFuseError, match="learning-rate schedule"):
         train(_cfg(tiny, tmp_path / "b", steps=8), resume=True)
+
+
+# -- starting from a trained model (--init) --------------------------------------
+
+
+def test_init_starts_from_a_trained_model(tiny, tmp_path):
+    from causalfuse.integrity import file_sha256
+
+    train(_cfg(tiny, tmp_path / "a", steps=3))
+    start = tmp_path / "a" / "model.safetensors"
+    # a rate of 1e-30 leaves every weight where the checkpoint put it: what the run started from
+    res = train(_cfg(tiny, tmp_path / "b", steps=1, dictionary=None, init=str(start), lr=1e-30))
+    assert res.step == 1
+    wa, wb = load_file(str(start)), load_file(str(tmp_path / "b" / "model.safetensors"))
+    assert set(wa) == set(wb)
+    assert max(float((wa[k] - wb[k]).abs().max()) for k in wa) <= 1e-12  # dictionaries included
+    info = read_metadata(tmp_path / "b" / "model.safetensors")["info"]
+    assert info["init_sha256"] == file_sha256(start) and info["train_config"]["init"] == str(start)
+    # from the same start at the same rate, a run trained further differs from a fresh one
+    fresh = train(_cfg(tiny, tmp_path / "c", steps=1))
+    tuned = train(_cfg(tiny, tmp_path / "d", steps=1, init=str(start)))
+    assert tuned.losses[0] != pytest.approx(fresh.losses[0], abs=1e-6)
+    # a dictionary given with --init replaces the checkpoint's; every other weight is the checkpoint's
+    rng = np.random.default_rng(7)
+    dicts = [
+        ConfounderDictionary(prototypes=rng.standard_normal((3, 4)), frequencies=np.full(3, 1 / 3), counts=np.ones(3),
+                             pca_mean=np.zeros(6), pca_components=np.eye(4, 6), modality=m, provenance={"test": True})
+        for m in ("ir", "vi")
+    ]
+    save_dictionaries(tmp_path / "other.safetensors", *dicts)
+    train(_cfg(tiny, tmp_path / "e", steps=1, init=str(start), lr=1e-30, dictionary=str(tmp_path / "other.safetensors")))
+    we = load_file(str(tmp_path / "e" / "model.safetensors"))
+    reference = CausalFusionNet(NetConfig(**SMALL_NET))
+    reference.load_dictionary_file(tmp_path / "other.safetensors")
+    for key in ("baffm.ir.dictionary", "baffm.vi.dictionary"):
+        assert torch.equal(we[key], reference.state_dict()[key]) and not torch.equal(we[key], wa[key])
+    assert max(float((wa[k] - we[k]).abs().max()) for k in wa if "dictionary" not in k) <= 1e-12
+
+
+def test_init_refusals(tiny, tmp_path):
+    train(_cfg(tiny, tmp_path / "a", steps=1))
+    start = str(tmp_path / "a" / "model.safetensors")
+    train(_cfg(tiny, tmp_path / "n", steps=1, dictionary=None, net=NetConfig(**SMALL_NET, use_baffm=False)))
+    with pytest.raises(CausalFuseError, match="--init .* or --lrrnet-weights .*, not both"):
+        _cfg(tiny, tmp_path / "r", init=start, lrrnet_weights="x.model").validate()
+    with pytest.raises(CausalFuseError, match=r"--init nowhere.safetensors: no such model checkpoint"):
+        train(_cfg(tiny, tmp_path / "r", init="nowhere.safetensors"))
+    with pytest.raises(CausalFuseError, match=r"network is not the configured one: net.d_k=8 \(configured: 16\)"):
+        train(_cfg(tiny, tmp_path / "r", init=start, net=NetConfig(**{**SMALL_NET, "d_k": 16})))
+    with pytest.raises(CausalFuseError, match=r"net.use_baffm=False \(configured: True\) \(train it with --no-baffm\)"):
+        train(_cfg(tiny, tmp_path / "r", init=str(tmp_path / "n" / "model.safetensors")))
+    (tmp_path / "junk.safetensors").write_bytes(b"junk")
+    with pytest.raises(CausalFuseError, match="junk.safetensors"):
+        train(_cfg(tiny, tmp_path / "r", init=str(tmp_path / "junk.safetensors")))
+    assert not (tmp_path / "r").exists()
+
+
+def test_init_from_the_bundled_weights(tiny, tmp_path):
+    from causalfuse.models.methods import bundled_weights
+
+    res = train(_cfg(tiny, tmp_path / "b", steps=1, dictionary=None, init="causalfuse", lr=1e-30, net=NetConfig()))
+    assert res.step == 1
+    bundled = load_file(str(bundled_weights("causalfuse")))
+    tuned = load_file(str(tmp_path / "b" / "model.safetensors"))
+    assert max(float((bundled[k] - tuned[k]).abs().max()) for k in bundled) <= 1e-12

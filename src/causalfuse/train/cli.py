@@ -18,6 +18,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", nargs="+", metavar="DIR", help="dataset roots (ir/ + vi/, infrared/ + visible/, ...)")
     p.add_argument("--dictionary", metavar="FILE", help="confounder dictionaries (causalfuse dictionary build)")
     p.add_argument("--lrrnet-weights", metavar="PATH", help="LRRNet's published weights, to initialise the encoders")
+    p.add_argument("--init", metavar="MODEL", help="start from a trained model (a checkpoint, or causalfuse / causalfuse-nobaffm: "
+                   "the bundled weights) to fine-tune it, e.g. on your own pairs")
     p.add_argument("-o", "--output", metavar="RUNDIR", help="run directory (checkpoints, log.csv, config.json)")
     p.add_argument("--config", metavar="FILE", help="configuration file (JSON, or TOML)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -46,7 +48,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 _FLAGS = {
-    "data": "data", "dictionary": "dictionary", "lrrnet_weights": "lrrnet_weights", "output": "output",
+    "data": "data", "dictionary": "dictionary", "lrrnet_weights": "lrrnet_weights", "init": "init", "output": "output",
     "steps": "steps", "max_minutes": "max_minutes", "batch": "batch", "crop": "crop", "lr": "lr",
     "head_lr": "head_lr", "lr_final": "lr_final", "head_only_steps": "head_only_steps", "seed": "seed", "gamma_aug": "gamma_aug", "device": "device", "amp": "amp", "threads": "threads",
     "num_workers": "num_workers", "checkpoint_every": "checkpoint_every", "log_every": "log_every",

@@ -76,6 +76,12 @@ class TrainConfig:
         dictionary: confounder dictionary file (``causalfuse dictionary build``).
         lrrnet_weights: LRRNet's published weights, to initialise the encoders
             (None: random encoders, e.g. for tests).
+        init: a model checkpoint whose weights start the run instead (a path,
+            or ``causalfuse`` / ``causalfuse-nobaffm`` for the bundled ones):
+            fine-tuning a trained network, e.g. on one's own cameras' pairs.
+            Its network must be the configured one; its dictionaries are kept
+            unless ``dictionary`` is given. The optimizer and the step count
+            start afresh.
         output: run directory (checkpoints, log, configuration).
         crop: side of the random square crops.
         batch: global batch size (split across processes with torchrun).
@@ -126,6 +132,7 @@ class TrainConfig:
     data: list[str] = field(default_factory=list)
     dictionary: str | None = None
     lrrnet_weights: str | None = None
+    init: str | None = None
     output: str = "run"
     crop: int = 256
     batch: int = 6
@@ -163,6 +170,8 @@ class TrainConfig:
                 raise CausalFuseError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
         if self.lr <= 0 or (self.head_lr is not None and self.head_lr <= 0):
             raise CausalFuseError(f"learning rates must be positive, got lr={self.lr}, head_lr={self.head_lr}")
+        if self.init is not None and self.lrrnet_weights is not None:
+            raise CausalFuseError("give --init (a trained model to start from) or --lrrnet-weights (LRRNet's encoders), not both")
         if (self.lr_decay_start is None) != (self.lr_decay_end is None):
             raise CausalFuseError("lr_decay_start and lr_decay_end go together: give both steps, or neither for constant rates")
         if self.lr_decay_start is not None and not 0 <= self.lr_decay_start < self.lr_decay_end:
@@ -195,7 +204,7 @@ class TrainConfig:
     # -- (de)serialisation ----------------------------------------------------
     #: Values of fields added after the first release, for configurations
     #: saved before them (they have no such key).
-    LEGACY_DEFAULTS = {"lr_decay_start": None, "lr_decay_end": None, "lr_final": 0.0, "gamma_aug": 0.0, "head_init": "random", "head_init_crops": 192, "head_init_pixels": 4096, "head_init_ridge": 1e-3}
+    LEGACY_DEFAULTS = {"init": None, "lr_decay_start": None, "lr_decay_end": None, "lr_final": 0.0, "gamma_aug": 0.0, "head_init": "random", "head_init_crops": 192, "head_init_pixels": 4096, "head_init_ridge": 1e-3}
 
     @classmethod
     def with_legacy_defaults(cls, data: dict[str, Any]) -> dict[str, Any]:

@@ -24,6 +24,7 @@ Files in the run directory:
 from __future__ import annotations
 
 import csv
+import dataclasses
 import functools
 import hashlib
 import io as _io
@@ -43,6 +44,7 @@ from torch.utils.data import DataLoader, Sampler
 from .._device import resolve_device
 from ..checkpoint import save_model
 from ..errors import CausalFuseError
+from ..integrity import file_sha256
 from ..io import check_writable_folder
 from ..losses import FusionLoss
 from ..models.net import CausalFusionNet
@@ -142,8 +144,28 @@ def _param_groups(net: CausalFusionNet, cfg: TrainConfig) -> list[dict[str, Any]
     ]
 
 
+def _load_init(net: CausalFusionNet, cfg: TrainConfig) -> Path:
+    """Start ``net`` from the model checkpoint ``cfg.init`` (a path or a bundled name); returns its file."""
+    from ..checkpoint import load_model
+    from ..models.methods import BUNDLED, bundled_weights
+
+    path = bundled_weights(BUNDLED[cfg.init]) if cfg.init in BUNDLED and not Path(cfg.init).exists() else Path(cfg.init)
+    if not path.is_file():
+        raise CausalFuseError(f"--init {cfg.init}: no such model checkpoint (a file, or one of {', '.join(BUNDLED)})")
+    start = load_model(path)
+    ours, theirs = dataclasses.asdict(cfg.net), dataclasses.asdict(start.config)
+    differ = [f"net.{k}={theirs[k]} (configured: {ours[k]})" for k in sorted(ours) if k != "attention_chunk" and ours[k] != theirs[k]]
+    if differ:
+        hint = " (train it with --no-baffm)" if not start.config.use_baffm and cfg.net.use_baffm else ""
+        raise CausalFuseError(f"{path}: the checkpoint's network is not the configured one: {'; '.join(differ)}{hint}")
+    net.load_state_dict(start.state_dict())
+    return path
+
+
 def _install_dictionary(net: CausalFusionNet, cfg: TrainConfig) -> None:
     if cfg.dictionary is None:
+        if cfg.init:  # the starting checkpoint's dictionaries
+            return
         if cfg.net.use_baffm:
             raise CausalFuseError("training with BAFFM needs a confounder dictionary: give --dictionary FILE")
         return
@@ -309,7 +331,10 @@ def _train(cfg: TrainConfig, device: torch.device, info: dist_utils.DistInfo, *,
 
     torch.manual_seed(cfg.seed)
     net = CausalFusionNet(cfg.net)
-    if cfg.lrrnet_weights:
+    init_file = None
+    if cfg.init:
+        init_file = _load_init(net, cfg)
+    elif cfg.lrrnet_weights:
         net.load_lrrnet(cfg.lrrnet_weights)
     _install_dictionary(net, cfg)
     net.to(device).train()
@@ -451,6 +476,7 @@ def _train(cfg: TrainConfig, device: torch.device, info: dist_utils.DistInfo, *,
                     "pairs": len(dataset),
                     "data_hash": data_hash(dataset.pairs),
                 },
+                "init_sha256": None if init_file is None else file_sha256(init_file),
                 "loss": cfg.loss.__dict__,
                 "final_loss": losses[-1] if losses else None,
             },
