@@ -343,7 +343,8 @@ def test_gpu_out_of_memory_says_what_to_lower(tiny, tmp_path, monkeypatch):
 
 
 def test_runs_saved_before_newer_options_resume(tiny, tmp_path):
-    """A state whose configuration predates gamma_aug, the head_init options and loss.intensity_target resumes with their old values."""
+    """A state whose configuration predates gamma_aug, the head_init options, init, the learning-rate decay
+    and loss.intensity_target resumes with their old values."""
     from safetensors import safe_open
     from safetensors.torch import save_file
 
@@ -355,7 +356,7 @@ def test_runs_saved_before_newer_options_resume(tiny, tmp_path):
         tensors = {k: f.get_tensor(k) for k in f.keys()}
     config = json.loads(meta["config"])
     del config["gamma_aug"], config["loss"]["intensity_target"]
-    for key in ("head_init", "head_init_crops", "head_init_pixels", "head_init_ridge"):
+    for key in ("head_init", "head_init_crops", "head_init_pixels", "head_init_ridge", "init", "lr_decay_start", "lr_decay_end", "lr_final"):
         del config[key]
     meta["config"] = json.dumps(config)
     save_file(tensors, str(state), metadata=meta)
