@@ -126,21 +126,25 @@ def data_hash(pairs: list) -> str:
     return h.hexdigest()
 
 
+def _base_rates(cfg: TrainConfig) -> dict[str, float]:
+    """Each parameter group's learning rate before the schedule's factor."""
+    return {"encoders": cfg.lr, "head": cfg.head_lr if cfg.head_lr is not None else cfg.lr}
+
+
 def _set_rates(optimizer: torch.optim.Optimizer, cfg: TrainConfig, step: int) -> None:
     """Both groups' learning rates for the step after ``step`` completed ones (the schedule's factor)."""
-    factor = cfg.lr_factor(step)
-    head_lr = cfg.head_lr if cfg.head_lr is not None else cfg.lr
+    factor, base = cfg.lr_factor(step), _base_rates(cfg)
     for group in optimizer.param_groups:
-        group["lr"] = (head_lr if group["name"] == "head" else cfg.lr) * factor
+        group["lr"] = base[group["name"]] * factor
 
 
 def _param_groups(net: CausalFusionNet, cfg: TrainConfig) -> list[dict[str, Any]]:
     enc = [p for m in (net.encoder_ir, net.encoder_vi) for p in m.parameters() if p.requires_grad]
     head = [p for m in (net.baffm, net.reconstruction) for p in m.parameters() if p.requires_grad]
-    head_lr = cfg.head_lr if cfg.head_lr is not None else cfg.lr
+    base = _base_rates(cfg)
     return [
-        {"params": enc, "lr": cfg.lr, "name": "encoders"},
-        {"params": head, "lr": head_lr, "name": "head"},
+        {"params": enc, "lr": base["encoders"], "name": "encoders"},
+        {"params": head, "lr": base["head"], "name": "head"},
     ]
 
 
