@@ -450,6 +450,9 @@ def test_init_starts_from_a_trained_model(tiny, tmp_path):
     assert max(float((wa[k] - wb[k]).abs().max()) for k in wa) <= 1e-12  # dictionaries included
     info = read_metadata(tmp_path / "b" / "model.safetensors")["info"]
     assert info["init_sha256"] == file_sha256(start) and info["train_config"]["init"] == str(start)
+    # the starting model's record goes with it: its budget and recipe, and (none here) its own start
+    assert info["init_info"] == read_metadata(start)["info"]
+    assert info["init_info"]["budget"]["steps"] == 3 and info["init_info"]["init_info"] is None
     # from the same start at the same rate, a run trained further differs from a fresh one
     fresh = train(_cfg(tiny, tmp_path / "c", steps=1))
     tuned = train(_cfg(tiny, tmp_path / "d", steps=1, init=str(start)))

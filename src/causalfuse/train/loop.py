@@ -42,7 +42,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from .._device import resolve_device
-from ..checkpoint import save_model
+from ..checkpoint import read_metadata, save_model
 from ..errors import CausalFuseError
 from ..integrity import file_sha256
 from ..io import check_writable_folder
@@ -481,6 +481,8 @@ def _train(cfg: TrainConfig, device: torch.device, info: dist_utils.DistInfo, *,
                     "data_hash": data_hash(dataset.pairs),
                 },
                 "init_sha256": None if init_file is None else file_sha256(init_file),
+                # the starting model's own record (its recipe, budget and, in turn, its start)
+                "init_info": None if init_file is None else read_metadata(init_file)["info"],
                 "loss": cfg.loss.__dict__,
                 "final_loss": losses[-1] if losses else None,
             },
