@@ -165,17 +165,36 @@ def test_misalign_without_anisotropy_draws_what_it_drew_before(street):
     assert not np.allclose(a @ a.T / (a @ a.T)[0, 0], np.eye(2), atol=1e-3)  # scales differ along the axes
 
 
-def test_estimation_repeats_whatever_the_candidates_threads(street):
+def test_estimation_repeats_whatever_the_candidates_threads(street, monkeypatch):
     """The candidates run side by side in threads; the choice and the result do not depend on their timing.
 
-    SimpleITK's multi-threaded metric sums in a varying order, so repeated runs
-    differ by rounding (about 1e-4 px here), not by a candidate.
+    The judgements of the candidates agree to about 1e-7 bits in every run
+    (candidates differ by 0.007 bits and more here). SimpleITK's
+    multi-threaded metric sums in a varying order, so the fine stages that
+    follow differ by rounding: 0.003 to 0.018 px here over five runs.
     """
+    from causalfuse.register import estimate as estimate_module
+
+    judged = []
+    real = estimate_module._shared_information
+
+    def spy(frames, tx, min_overlap):
+        value = real(frames, tx, min_overlap)
+        judged[-1].append(value)
+        return value
+
+    monkeypatch.setattr(estimate_module, "_shared_information", spy)
     ir, vi = street
     cam, vic, _ = misalign(ir, vi, np.random.default_rng(7))
-    first = estimate_transform(cam, vic, "affine").matrix
-    for _ in range(2):
-        assert corner_error(first, estimate_transform(cam, vic, "affine").matrix, cam.shape) < 0.01
+    results = []
+    for _ in range(3):
+        judged.append([])
+        results.append(estimate_transform(cam, vic, "affine").matrix)
+    assert len(judged[0]) == estimate_module._CANDIDATES + 1
+    for other in judged[1:]:  # the same judgements (to rounding), so the same winner
+        np.testing.assert_allclose(sorted(other), sorted(judged[0]), rtol=0, atol=1e-5)
+    for m in results[1:]:
+        assert corner_error(results[0], m, cam.shape) < 0.05
 
 
 def test_pyramid_levels_keep_pixel_positions():
