@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -80,7 +79,7 @@ def main(argv=None) -> int:
 
     from tqdm import tqdm
 
-    from causalfuse.register import RegistrationError, Transform, estimate_transform
+    from causalfuse.register import RegistrationError, estimate_transform
 
     args.output.mkdir(parents=True, exist_ok=True)
     models = args.models.split(",")

@@ -8,7 +8,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import CausalFuseError
-from .estimate import MIN_MI, MIN_OVERLAP, RegistrationError, SearchRange, estimate_transform, mutual_information_bits, prepare
+from .estimate import MIN_MI, MIN_OVERLAP, SearchRange, estimate_transform, mutual_information_bits, prepare
 from .transform import Transform, warp_to_visible
 
 __all__ = ["Registered", "register_arrays", "fit_once", "check_image"]
