@@ -189,10 +189,9 @@ class _Frames:
         self.levels = max(1, int(round(self.spacing)))  # the finest useful shrink of the visible image
         self.vi_img, self.ir_img = vi, ir
         self.vi_ranks, self.ir_ranks = _ranks(vi), _ranks(ir)  # for the mutual information of the intensities
-        self.vi_grad = _ranks(_gradient(vi, self.spacing))
-        self.ir_grad = _ranks(_gradient(ir, 1.0))
         S = np.linalg.inv(self.nominal)  # infrared pixel p sits at physical position S @ p
-        self.fixed, self.moving = self._images(self.vi_grad, self.ir_grad, S)
+        self.fixed, self.moving = self._images(vi, ir, S)
+        self.vi_grad = sitk.GetArrayFromImage(self.fixed)  # on the registration grid
         self._pyramid: dict[int, tuple] = {}
         self.S = S
         self.centre = ((W - 1) / 2, (H - 1) / 2)
@@ -204,27 +203,34 @@ class _Frames:
         self.judge_size = (self.fixed.GetWidth(), self.fixed.GetHeight())
         (sx, sy), (ox, oy) = self.fixed.GetSpacing(), self.fixed.GetOrigin()
         self.judge_to_visible = np.array([[sx, 0, ox], [0, sy, oy], [0, 0, 1.0]])
-        self.judge_vi_grad = sitk.GetArrayFromImage(self.fixed)
+        self.judge_vi_grad = self.vi_grad
         self.judge_vi_ranks = self.vi_ranks if self.judge_size == (W, H) else _cv2().resize(
             self.vi_ranks, self.judge_size, interpolation=_cv2().INTER_AREA)
 
     def _images(self, vi: np.ndarray, ir: np.ndarray, S: np.ndarray):
-        """(fixed, moving) SimpleITK images in the visible pixel frame."""
+        """(fixed, moving) SimpleITK images of the two rank-equalised gradient magnitudes, in the visible pixel frame.
+
+        The registration never looks finer than the infrared resolution, so
+        the visible image is shrunk to it once (block means; SimpleITK's
+        pyramid would smooth the full image again for every run), and both
+        gradient images are then made the same way: a Gaussian of one
+        infrared pixel, Sobel, ranks. (Until 2026-12-03 the visible gradient
+        was taken at full resolution and its magnitudes shrunk: with the
+        infrared image at half the visible resolution, aligned synthetic
+        scenes came out a median 1.3 px off as similarities, against 1.0 px
+        with both images at that resolution; made alike, 1.0 px.)
+        """
         sitk = _sitk()
         H, W = vi.shape
-        # The registration never looks finer than the infrared resolution, so
-        # the visible image is shrunk to it once (SimpleITK's pyramid would
-        # smooth the full image again for every run).
         f = self.levels
-        if f > 1:
-            wc, hc = max(8, round(W / f)), max(8, round(H / f))
-            fixed = sitk.GetImageFromArray(_cv2().resize(vi, (wc, hc), interpolation=_cv2().INTER_AREA))
-            sx, sy = W / wc, H / hc
-            fixed.SetSpacing((sx, sy))
-            fixed.SetOrigin((0.5 * sx - 0.5, 0.5 * sy - 0.5))  # pixel centres stay at visible pixel positions
-        else:
-            fixed = sitk.GetImageFromArray(vi)
-        moving = sitk.GetImageFromArray(ir)
+        wc, hc = (max(8, round(W / f)), max(8, round(H / f))) if f > 1 else (W, H)
+        small = _cv2().resize(vi, (wc, hc), interpolation=_cv2().INTER_AREA) if f > 1 else vi
+        fixed = sitk.GetImageFromArray(_ranks(_gradient(small, self.spacing * wc / W)))
+        sx, sy = W / wc, H / hc
+        fixed.SetSpacing((sx, sy))
+        fixed.SetOrigin((0.5 * sx - 0.5, 0.5 * sy - 0.5))  # pixel centres stay at visible pixel positions
+        self.ir_grad = _ranks(_gradient(ir, 1.0))
+        moving = sitk.GetImageFromArray(self.ir_grad)
         moving.SetSpacing((self.spacing, self.spacing))
         moving.SetOrigin((float(S[0, 2]), float(S[1, 2])))
         return fixed, moving
@@ -567,13 +573,9 @@ def estimate_transform(
 def _ecc_projective(frames: _Frames, start: np.ndarray) -> np.ndarray | None:
     """OpenCV's ECC homography from ``start`` on the finest gradient images (None if it does not converge)."""
     cv2 = _cv2()
-    W, H = frames.vi_size
-    h, w = frames.ir_grad.shape
-    f = frames.levels
-    # run on the visible grid shrunk to about the infrared resolution
-    wc, hc = max(8, round(W / f)), max(8, round(H / f))
-    down = np.array([[wc / W, 0, 0.5 * wc / W - 0.5], [0, hc / H, 0.5 * hc / H - 0.5], [0, 0, 1.0]])
-    template = cv2.resize(frames.vi_grad, (wc, hc), interpolation=cv2.INTER_AREA)
+    # run on the registration grid (the visible grid shrunk to about the infrared resolution)
+    template = frames.vi_grad
+    down = np.linalg.inv(frames.judge_to_visible)
     warp = (start @ np.linalg.inv(down)).astype(np.float32)  # coarse visible px -> infrared px
     warp /= warp[2, 2]
     criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 100, 1e-6)
