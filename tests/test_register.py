@@ -14,6 +14,7 @@ from causalfuse.cli import main as cli_main  # noqa: E402
 from causalfuse.errors import CausalFuseError  # noqa: E402
 from causalfuse.io import load_image, rgb_to_ycbcr, write_image  # noqa: E402
 from causalfuse.register import (  # noqa: E402
+    SNAP,
     RegistrationError,
     Transform,
     coverage_mask,
@@ -131,9 +132,28 @@ def test_largest_covered_box_is_covered_and_close_to_the_best():
 def test_an_aligned_pair_comes_back_unchanged(street):
     ir, vi = street
     h, w = ir.shape
+    identity = Transform("affine", np.eye(3), (w, h), (w, h))
+    raw = estimate_transform(ir, vi, "affine", snap=0.0)
+    assert raw.corner_error(identity) < SNAP  # what the estimate itself gives: 0.4 to 0.9 px on such scenes
+    assert "snapped_from_px" not in raw.info
     t = estimate_transform(ir, vi, "affine")
-    assert t.corner_error(Transform("affine", np.eye(3), (w, h), (w, h))) < 0.5
+    np.testing.assert_array_equal(t.matrix, np.eye(3))  # the identity itself, not an estimate near it
+    assert t.info["snapped_from_px"] == pytest.approx(raw.corner_error(identity), abs=0.05)
     assert t.overlap == pytest.approx(1.0, abs=0.01)
+    warped, covered = warp_to_visible(ir, t)
+    np.testing.assert_array_equal(warped, ir)  # not resampled
+    assert covered.all()
+
+
+def test_a_small_real_shift_is_not_taken_for_an_aligned_pair(street):
+    ir, vi = street
+    h, w = ir.shape
+    dx, dy = 2, -2  # two crops of one size, 2.8 px apart
+    cam, vic = ir[10 + dy:h - 10 + dy, 10 + dx:w - 10 + dx], vi[10:h - 10, 10:w - 10]
+    shift = np.array([[1, 0, -dx], [0, 1, -dy], [0, 0, 1.0]])  # visible px -> infrared px
+    t = estimate_transform(cam, vic, "similarity")
+    assert "snapped_from_px" not in t.info
+    assert corner_error(shift, t.matrix, cam.shape) < 1.0
 
 
 def test_an_aligned_pair_from_a_camera_of_half_the_resolution():
@@ -147,7 +167,7 @@ def test_an_aligned_pair_from_a_camera_of_half_the_resolution():
     cv2 = pytest.importorskip("cv2")
     ir, vi = synthetic_pair(960, 1280, seed=14)
     cam = cv2.resize(ir, (640, 480), interpolation=cv2.INTER_AREA)
-    t = estimate_transform(cam, vi, "similarity")
+    t = estimate_transform(cam, vi, "similarity", snap=0.0)
     rig = Transform("affine", nominal_matrix((640, 480), (1280, 960)), (640, 480), (1280, 960))
     assert t.corner_error(rig) < 1.5
 
@@ -318,6 +338,24 @@ def test_cli_register_a_pair_writes_image_transform_and_check(rig, tmp_path, cap
     assert corner_error(truth, t.matrix, cam_shape) < 2.0
     assert load_image(tmp_path / "check" / "a.png").shape == warped.shape + (3,)
     assert "mutual information" in capsys.readouterr().out
+
+
+def test_cli_register_says_when_a_pair_is_already_aligned(street, tmp_path, capsys):
+    ir, vi = street
+    write_image(tmp_path / "ir.png", ir)
+    write_image(tmp_path / "vi.png", vi)
+    args = ["register", "--ir", str(tmp_path / "ir.png"), "--vi", str(tmp_path / "vi.png"), "--model", "similarity"]
+    assert cli_main(args + ["-o", str(tmp_path / "a.png")]) == 0
+    assert "already aligned: the estimate was within" in capsys.readouterr().out
+    t = Transform.load(tmp_path / "a.json")
+    np.testing.assert_array_equal(t.matrix, np.eye(3))
+    np.testing.assert_array_equal(load_image(tmp_path / "a.png"), ir)
+    assert cli_main(args + ["-o", str(tmp_path / "b.png"), "--snap", "0"]) == 0
+    assert "already aligned" not in capsys.readouterr().out
+    assert 0 < Transform.load(tmp_path / "b.json").corner_error(t) < SNAP
+    assert cli_main(args + ["-o", str(tmp_path / "c.png"), "--snap", "-1"]) == 2
+    assert "--snap -1.0: give a distance in visible pixels, 0 or more" in capsys.readouterr().err
+    assert not (tmp_path / "c.png").exists()
 
 
 def test_cli_register_folder_keep_going_and_no_output_for_the_failed_pair(rig, tmp_path, capsys):

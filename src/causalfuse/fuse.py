@@ -243,7 +243,7 @@ def fuse_registered(
 
     Returns the fused image and the registration (transform, coverage). See
     :func:`fuse` for the arguments; ``registration`` passes options on to
-    :func:`causalfuse.register.register_arrays` (``search``, ``min_mi``).
+    :func:`causalfuse.register.register_arrays` (``search``, ``min_mi``, ``snap``).
 
     Raises:
         CausalFuseError: as :func:`fuse`; a pair that cannot be registered

@@ -65,9 +65,9 @@ def run(args: argparse.Namespace) -> int:
     registering = args.register or args.transform is not None
     reg_options = {}
     if registering:
-        from .register.cli import load_transform_arg, search_range
+        from .register.cli import load_transform_arg, search_range, snap_arg
 
-        reg_options = {"search": search_range(args)}
+        reg_options = {"search": search_range(args), "snap": snap_arg(args)}
         if args.min_mi is not None:
             reg_options["min_mi"] = args.min_mi
         transform = load_transform_arg(args)

@@ -11,7 +11,7 @@ draws a checkerboard of the registered pair.
 Needs the ``register`` extra: ``pip install "causalfuse[register]"``.
 """
 
-from .estimate import MIN_MI, MIN_OVERLAP, RegistrationError, SearchRange, estimate_transform, mutual_information_bits
+from .estimate import MIN_MI, MIN_OVERLAP, SNAP, RegistrationError, SearchRange, estimate_transform, mutual_information_bits
 from .pairs import Registered, check_image, fit_once, register_arrays
 from .transform import MODELS, Transform, coverage_mask, largest_covered_box, nominal_matrix, warp_to_visible
 
@@ -19,6 +19,7 @@ __all__ = [
     "MIN_MI",
     "MIN_OVERLAP",
     "MODELS",
+    "SNAP",
     "Registered",
     "RegistrationError",
     "SearchRange",

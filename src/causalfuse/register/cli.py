@@ -59,6 +59,9 @@ def add_registration_arguments(p: argparse.ArgumentParser, *, models) -> None:
     p.add_argument("--max-shift", type=float, default=0.15,
                    help="largest shift of the image centres the search tries, as a fraction of the visible image's size (default 0.15)")
     p.add_argument("--min-mi", type=float, default=None, help="refuse a registration below this mutual information, in bits")
+    p.add_argument("--snap", type=float, default=None, metavar="PX",
+                   help="an estimate within PX visible pixels of the nominal rig (same field of view; for one image size the identity) "
+                        "is taken as aligned and returned as the nominal rig (default 1; 0: never)")
 
 
 def search_range(args: argparse.Namespace):
@@ -74,6 +77,16 @@ def search_range(args: argparse.Namespace):
             "need 0 < smallest <= largest, a rotation >= 0 and a shift in [0, 0.5]"
         )
     return SearchRange(scales=(lo, hi), max_rotation=float(args.max_rotation), max_shift=float(args.max_shift))
+
+
+def snap_arg(args: argparse.Namespace) -> float:
+    from .estimate import SNAP
+
+    if args.snap is None:
+        return SNAP
+    if not args.snap >= 0:
+        raise CausalFuseError(f"--snap {args.snap}: give a distance in visible pixels, 0 or more")
+    return float(args.snap)
 
 
 def load_transform_arg(args: argparse.Namespace):
@@ -102,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
     given = load_transform_arg(args)
     model = args.model or (given.model if given else "affine")
     min_mi = MIN_MI if args.min_mi is None else args.min_mi
+    snap = snap_arg(args)
     if given is not None and args.fit_once:
         raise CausalFuseError("--transform and --fit-once: give one (a saved transform, or one to estimate from the folder)")
 
@@ -129,7 +143,8 @@ def run(args: argparse.Namespace) -> int:
         estimated = []
         for pair in picks:
             try:
-                reg = register_arrays(load_image(pair.ir), load_image(pair.vi), model=model, search=search, min_mi=min_mi, name=pair.name)
+                reg = register_arrays(load_image(pair.ir), load_image(pair.vi), model=model, search=search, min_mi=min_mi, snap=snap,
+                                      name=pair.name)
             except CausalFuseError as exc:
                 print(f"fit-once: {exc}", file=sys.stderr)
                 continue
@@ -151,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             ir_img, vi_img = load_image(ir_path), load_image(vi_path)
             reg = register_arrays(ir_img, vi_img, model=model, transform=given, transform_source=str(args.transform or "the fitted transform"),
-                                  search=search, min_mi=min_mi, name=name)
+                                  search=search, min_mi=min_mi, snap=snap, name=name)
             bits = 16 if ir_img.dtype == np.uint16 else 8
             target.parent.mkdir(parents=True, exist_ok=True)
             write_image(target, to_float01(reg.warped), bits=bits)
@@ -168,6 +183,9 @@ def run(args: argparse.Namespace) -> int:
         written += 1
         t = reg.transform
         if pairs is None:
+            if given is None and "snapped_from_px" in t.info:
+                print(f"already aligned: the estimate was within {t.info['snapped_from_px']:.2f} px of the nominal rig "
+                      f"(--snap {snap:g}), which is kept")
             print(f"registered ({t.model}, mutual information {t.mutual_information:.3f} bits, the infrared image covers "
                   f"{100 * t.overlap:.1f} % of the visible one) -> {target} and {_sidecar(target).name}")
     if pairs is not None:

@@ -24,6 +24,9 @@ bins). The estimate runs in three steps:
    from the affine result on the finest level and is kept only if it raises
    the mutual information.
 
+An estimate within ``snap`` visible pixels of the nominal transform is
+returned as the nominal transform: an aligned pair comes back unchanged.
+
 The pair is refused (:class:`RegistrationError`) when an image has too little
 structure, when the infrared image covers too little of the visible one, or
 when the mutual information reached is below ``min_mi``: the message names
@@ -52,6 +55,14 @@ __all__ = ["RegistrationError", "SearchRange", "estimate_transform", "mutual_inf
 MIN_MI = 0.12
 #: Fraction of the visible image the infrared image must cover.
 MIN_OVERLAP = 0.25
+#: An estimate that puts no infrared corner farther than this (visible
+#: pixels) from where the nominal rig puts it is returned as the nominal rig:
+#: a pair that is already aligned (for two images of one size: the identity)
+#: comes back unchanged. Mutual information of the two bands does not pin an
+#: aligned pair down closer: on 20 aligned synthetic scenes of one size
+#: (seeds 13 to 32) ``affine`` landed 0.49 to 0.90 px off, ``similarity``
+#: 0.23 to 0.58 px.
+SNAP = 1.0
 _BINS = 32
 _COARSE = 192  # long side (pixels) of the grid the search runs on
 
@@ -467,6 +478,7 @@ def estimate_transform(
     search: SearchRange = SearchRange(),
     min_mi: float = MIN_MI,
     min_overlap: float = MIN_OVERLAP,
+    snap: float = SNAP,
     name: str = "the pair",
 ) -> Transform:
     """Estimate the transform that maps the visible grid onto the infrared image.
@@ -478,6 +490,11 @@ def estimate_transform(
             the same field of view).
         min_mi: the registration is refused below this mutual information (bits).
         min_overlap: ... or when the infrared image covers less of the visible one.
+        snap: an estimate within this many visible pixels (largest corner
+            distance) of the nominal rig (the same field of view, centred;
+            the identity for two images of one size) is returned as the
+            nominal rig, with the distance in ``info["snapped_from_px"]``;
+            0 keeps every estimate as it is.
         name: how messages call the pair.
 
     Raises:
@@ -555,8 +572,15 @@ def estimate_transform(
             if mi_p > mi:
                 chosen, mi, overlap = proj, mi_p, overlap_p
         result = Transform("projective", chosen, frames.ir_size, frames.vi_size)
+    info = {"estimated_by": "causalfuse.register", "metric": "Mattes mutual information of gradient magnitudes"}
+    nominal = Transform(result.model, frames.nominal, frames.ir_size, frames.vi_size)
+    off = result.corner_error(nominal)
+    if off <= snap:  # already aligned, as far as the two bands tell
+        result = nominal
+        mi, overlap = _ranked_mi(frames.ir_ranks, frames.vi_ranks, result)
+        info["snapped_from_px"] = round(off, 4)
     result.mutual_information, result.overlap = mi, overlap
-    result.info = {"estimated_by": "causalfuse.register", "metric": "Mattes mutual information of gradient magnitudes"}
+    result.info = info
     if overlap < min_overlap:
         raise RegistrationError(
             f"{name}: the registered infrared image covers only {100 * overlap:.1f} % of the visible image "

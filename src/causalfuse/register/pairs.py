@@ -8,7 +8,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import CausalFuseError
-from .estimate import MIN_MI, MIN_OVERLAP, SearchRange, estimate_transform, mutual_information_bits, prepare
+from .estimate import MIN_MI, MIN_OVERLAP, SNAP, SearchRange, estimate_transform, mutual_information_bits, prepare
 from .transform import Transform, warp_to_visible
 
 __all__ = ["Registered", "register_arrays", "fit_once", "check_image"]
@@ -51,6 +51,7 @@ def register_arrays(
     search: SearchRange = SearchRange(),
     min_mi: float = MIN_MI,
     min_overlap: float = MIN_OVERLAP,
+    snap: float = SNAP,
     name: str = "the pair",
 ) -> Registered:
     """Warp ``ir`` onto the grid of ``vi``, with a given transform or an estimated one.
@@ -63,7 +64,7 @@ def register_arrays(
         CausalFuseError: a transform for other image sizes.
     """
     if transform is None:
-        transform = estimate_transform(ir, vi, model, search=search, min_mi=min_mi, min_overlap=min_overlap, name=name)
+        transform = estimate_transform(ir, vi, model, search=search, min_mi=min_mi, min_overlap=min_overlap, snap=snap, name=name)
     else:
         transform.check_sizes(_size(ir), _size(vi), source=transform_source)
         mi, overlap = mutual_information_bits(prepare(ir), prepare(vi), transform)
