@@ -23,7 +23,13 @@ Also: ``--synthetic`` scenes of the street renderer of ``causalfuse demo``
 the same way; ``--synthetic-affine`` further scenes moved by an affine
 transform (the same moves, then the x and y scales each changed by up to
 ``--anisotropy`` in log and a shear of up to ``--shear``: what only the
-affine and projective models can undo, so only they run there); unrelated pairs (the infrared image of one scene with the
+affine and projective models can undo, so only they run there);
+``--synthetic-rig`` scenes rendered at 1280 x 1024 and moved the same way,
+with an infrared camera of half the visible crop's width (448 x 358 against
+896 x 717): two cameras whose resolutions differ by 2, as the issue's
+640 x 512 and 1280 x 1024, with an exact truth (elsewhere the infrared
+camera is at most 1.4 times coarser than the visible crop, and the
+registration runs at the visible resolution); unrelated pairs (the infrared image of one scene with the
 visible image of another; they must be refused), the time per pair at
 640 x 512 -> 1280 x 1024, and the fusion metrics of registered-then-fused
 pairs against fusing the aligned originals.
@@ -70,6 +76,8 @@ def main(argv=None) -> int:
     p.add_argument("--synthetic", type=int, default=10, help="scenes of the package's street renderer (exactly aligned), default 10")
     p.add_argument("--synthetic-affine", type=int, default=10,
                    help="further scenes moved by an affine transform (set synthetic-affine; affine and projective only), default 10")
+    p.add_argument("--synthetic-rig", type=int, default=10,
+                   help="further scenes rendered at 1280 x 1024, the infrared camera at half the visible crop's resolution, default 10")
     p.add_argument("--anisotropy", type=float, default=0.04,
                    help="synthetic-affine: the x and y scales each times exp(uniform(+-A)) (default 0.04)")
     p.add_argument("--shear", type=float, default=0.03, help="synthetic-affine: shear uniform(+-S) (default 0.03)")
@@ -83,19 +91,24 @@ def main(argv=None) -> int:
 
     args.output.mkdir(parents=True, exist_ok=True)
     models = args.models.split(",")
-    rng = np.random.default_rng(args.seed)
+    rng = main_rng = np.random.default_rng(args.seed)
     rows = []
     done = {(r["set"], r["pair"], r["case"], r["model"]) for r in _read(args.output / "cases.csv")}
     rows = _read(args.output / "cases.csv")
     items = list(_pairs(args.shared, [s for s in args.sets.split(",") if s], args.limit, args.start))
     items += [("synthetic", f"street{seed}", *_synthetic(seed)) for seed in range(args.synthetic)]
     items += [("synthetic-affine", f"street{seed}", *_synthetic(seed)) for seed in range(100, 100 + args.synthetic_affine)]
+    items += [("synthetic-rig", f"street{seed}", *_synthetic(seed, (1024, 1280))) for seed in range(200, 200 + args.synthetic_rig)]
+    rig_rng = np.random.default_rng([args.seed, 1280])  # synthetic-rig draws its moves whatever else runs
     for set_name, name, ir, vi in tqdm(items, desc="pairs", unit="pair"):
-        still_cam, still_vi, still_truth = misalign(ir, vi, rng, crop=args.crop, still=True)
+        # synthetic-rig: an infrared camera of half the visible crop's width (the 640 x 512 beside 1280 x 1024)
+        cam_width = round(args.crop * ir.shape[1] / 2) if set_name == "synthetic-rig" else 640
+        rng = rig_rng if set_name == "synthetic-rig" else main_rng
+        still_cam, still_vi, still_truth = misalign(ir, vi, rng, crop=args.crop, cam_width=cam_width, still=True)
         affine = set_name == "synthetic-affine"
-        cases = [misalign(ir, vi, rng, crop=args.crop, anisotropy=args.anisotropy if affine else 0.0,
+        cases = [misalign(ir, vi, rng, crop=args.crop, cam_width=cam_width, anisotropy=args.anisotropy if affine else 0.0,
                           shear=args.shear if affine else 0.0) for _ in range(args.cases)]
-        shifts = [misalign(ir, vi, rng, crop=args.crop, rotation=0.0, scales=(1.0, 1.0)) for _ in range(args.cases)]
+        shifts = [misalign(ir, vi, rng, crop=args.crop, cam_width=cam_width, rotation=0.0, scales=(1.0, 1.0)) for _ in range(args.cases)]
         for model in models:
             if affine and model in ("translation", "similarity"):
                 continue  # they cannot undo an affine move
@@ -132,8 +145,8 @@ def main(argv=None) -> int:
                 rows.append(_row(set_name, name, str(i), model, err, cons, mi, time.perf_counter() - t0, None))
             _write(args.output / "cases.csv", rows)
     _write(args.output / "cases.csv", rows)
-    _unrelated(args, items, rng)
-    _timing(args, items, rng)
+    _unrelated(args, items, main_rng)
+    _timing(args, items, main_rng)
     if not args.skip_fusion:
         _fusion(args, items)
     summary = _summarise(rows, models) + _summarise_fusion(args.output / "fusion.csv")
@@ -142,10 +155,10 @@ def main(argv=None) -> int:
     return 0
 
 
-def _synthetic(seed: int):
+def _synthetic(seed: int, size: tuple[int, int] = (480, 640)):
     from causalfuse.synthetic import synthetic_pair
 
-    return synthetic_pair(480, 640, seed=seed)
+    return synthetic_pair(*size, seed=seed)
 
 
 def _row(set_name, name, case, model, err, cons, mi, seconds, intrinsic):
