@@ -417,6 +417,18 @@ def test_fuse_register_keeps_the_visible_grid_and_fills_uncovered_pixels(rig):
     assert cropped.shape[0] < vi_img.shape[0] or cropped.shape[1] < vi_img.shape[1]
 
 
+def test_fuse_register_leaves_an_aligned_pair_as_it_is(street, tmp_path, capsys):
+    ir, vi = street
+    write_image(tmp_path / "ir.png", ir)
+    write_image(tmp_path / "vi.png", vi)
+    pair = ["--ir", str(tmp_path / "ir.png"), "--vi", str(tmp_path / "vi.png"), "--method", "average", "-q"]
+    assert cli_main(["fuse", *pair, "-o", str(tmp_path / "plain.png")]) == 0
+    assert cli_main(["fuse", *pair, "-o", str(tmp_path / "registered.png"), "--register", "--model", "similarity"]) == 0
+    out = capsys.readouterr().out
+    assert "already aligned" in out and "0.0 % of the visible image had no infrared" in out
+    np.testing.assert_array_equal(load_image(tmp_path / "registered.png"), load_image(tmp_path / "plain.png"))
+
+
 def test_fuse_without_register_still_refuses_pairs_of_two_sizes(rig):
     from causalfuse import fuse
 

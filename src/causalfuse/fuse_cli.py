@@ -111,6 +111,10 @@ def run(args: argparse.Namespace) -> int:
         t = reg.transform
         where = (f"cropped to the covered {reg.box[2] - reg.box[0]} x {reg.box[3] - reg.box[1]} at ({reg.box[0]}, {reg.box[1]})"
                  if reg.box else f"{100 * reg.uncovered_fraction:.1f} % of the visible image had no infrared and shows the visible image")
+        if transform is None and "snapped_from_px" in t.info:
+            from .register.cli import already_aligned
+
+            print(already_aligned(t, reg_options["snap"]))
         print(f"registered ({t.model}, mutual information {t.mutual_information:.3f} bits; {where})")
         print(f"fused -> {out}")
         return 0

@@ -89,6 +89,12 @@ def snap_arg(args: argparse.Namespace) -> float:
     return float(args.snap)
 
 
+def already_aligned(transform, snap: float) -> str:
+    """What to tell of an estimate returned as the nominal rig."""
+    return (f"already aligned: the estimate was within {transform.info['snapped_from_px']:.2f} px of the nominal rig "
+            f"(--snap {snap:g}), which is kept")
+
+
 def load_transform_arg(args: argparse.Namespace):
     from .transform import Transform
 
@@ -184,8 +190,7 @@ def run(args: argparse.Namespace) -> int:
         t = reg.transform
         if pairs is None:
             if given is None and "snapped_from_px" in t.info:
-                print(f"already aligned: the estimate was within {t.info['snapped_from_px']:.2f} px of the nominal rig "
-                      f"(--snap {snap:g}), which is kept")
+                print(already_aligned(t, snap))
             print(f"registered ({t.model}, mutual information {t.mutual_information:.3f} bits, the infrared image covers "
                   f"{100 * t.overlap:.1f} % of the visible one) -> {target} and {_sidecar(target).name}")
     if pairs is not None:
