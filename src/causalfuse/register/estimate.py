@@ -211,11 +211,10 @@ class _Frames:
         # image shrunk to the infrared resolution): a quarter of LLVIP's
         # visible pixels. On the registration benchmark's 84 similarity cases
         # the result stayed within 1 px of the full grid's in 83.
-        # The fixed image is that grid: its pixels, spacing and origin serve.
+        # The fixed image is that grid: its pixels (vi_grad), spacing and origin serve.
         self.judge_size = (self.fixed.GetWidth(), self.fixed.GetHeight())
         (sx, sy), (ox, oy) = self.fixed.GetSpacing(), self.fixed.GetOrigin()
         self.judge_to_visible = np.array([[sx, 0, ox], [0, sy, oy], [0, 0, 1.0]])
-        self.judge_vi_grad = self.vi_grad
         self.judge_vi_ranks = self.vi_ranks if self.judge_size == (W, H) else _cv2().resize(
             self.vi_ranks, self.judge_size, interpolation=_cv2().INTER_AREA)
 
@@ -426,7 +425,7 @@ def _shared_information(frames: _Frames, tx, min_overlap: float) -> float:
     try:
         t = Transform("affine", frames.to_matrix(tx) @ frames.judge_to_visible, frames.ir_size, frames.judge_size)
         mi, overlap = _ranked_mi(frames.ir_ranks, frames.judge_vi_ranks, t)
-        edges, _ = _ranked_mi(frames.ir_grad, frames.judge_vi_grad, t)
+        edges, _ = _ranked_mi(frames.ir_grad, frames.vi_grad, t)  # vi_grad is on that grid
     except CausalFuseError:  # degenerate
         return -1.0
     return mi + edges if overlap >= min_overlap else -1.0
