@@ -22,14 +22,15 @@ from causalfuse.train.head_init import FIT_EPOCH, NormalEquations, _tap_features
 from .test_train import SMALL_NET, _cfg, tiny  # noqa: F401  (the module fixture of tiny pairs)
 
 
-def _net(seed: int = 0) -> CausalFusionNet:
+def _net(seed: int = 0, kernel: int = 3) -> CausalFusionNet:
     torch.manual_seed(seed)
-    return CausalFusionNet(NetConfig(**SMALL_NET, use_baffm=False)).eval()
+    return CausalFusionNet(NetConfig(**SMALL_NET, use_baffm=False, reconstruction_kernel=kernel)).eval()
 
 
-def test_features_are_the_conv_inputs():
-    """features @ conv weights + bias equals the reconstruction's pre-tanh output, pixel by pixel."""
-    net = _net()
+@pytest.mark.parametrize("kernel", [3, 5])
+def test_features_are_the_conv_inputs(kernel):
+    """features @ conv weights + bias equals the reconstruction's pre-tanh output, pixel by pixel (any kernel width)."""
+    net = _net(kernel=kernel)
     g = torch.Generator().manual_seed(1)
     ir, vi = torch.rand(1, 1, 12, 15, generator=g), torch.rand(1, 1, 12, 15, generator=g)
     with torch.no_grad():
@@ -38,7 +39,7 @@ def test_features_are_the_conv_inputs():
         weights = torch.rand(1, 4, 12, 15, generator=g)  # any per-pixel weights, not only the start's
         fused = net.reconstruction.forward_reference(z_ir, z_vi, weights)
         ys, xs = torch.meshgrid(torch.arange(12), torch.arange(15), indexing="ij")
-        x = _tap_features(net.reconstruction.weighted_codes(z_ir, z_vi, weights), ys.flatten(), xs.flatten())
+        x = _tap_features(net.reconstruction.weighted_codes(z_ir, z_vi, weights), ys.flatten(), xs.flatten(), kernel)
         conv = net.reconstruction.conv
         pre = x @ torch.cat([conv.weight.flatten(), conv.bias])
     # the image is (tanh(pre) + 1) / 2; borders included (reflection padding)

@@ -277,3 +277,48 @@ def test_channels_last_codes_go_through_one_product_each_with_the_same_image_and
     assert len(got[3]) == len(want[3]) > 0
     for a, b in zip(got[3], want[3]):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("kernel", [1, 5, 7])
+def test_a_wider_reconstruction_conv_is_the_plain_conv(kernel, device):
+    """``reconstruction_kernel``: the tap-decomposed path, the training rows and tiling follow the kernel."""
+    net = small_net(device=device, reconstruction_kernel=kernel)
+    assert net.reconstruction.conv.weight.shape[-2:] == (kernel, kernel)
+    assert net.receptive_radius == 9 + kernel // 2
+    ir, vi = pair(13, 10, 2, device=device)
+    with torch.no_grad():
+        z_ir, z_vi = net.forward_features(ir, vi)
+        w = net.fusion_weights(z_ir, z_vi)
+        plain = net.reconstruction.forward_reference(z_ir, z_vi, w)
+        torch.testing.assert_close(net.reconstruction(z_ir, z_vi, w), plain, atol=1e-5, rtol=0)
+        cl = [z.contiguous(memory_format=torch.channels_last) for z in (z_ir, z_vi)]
+        torch.testing.assert_close(net.forward_head(*cl), plain, atol=1e-5, rtol=0)  # inference on the encoders' codes
+    with torch.enable_grad():
+        torch.testing.assert_close(net._forward_head_rows(*cl), plain, atol=1e-5, rtol=0)  # the training path
+
+
+def test_a_narrower_kernel_widened_gives_the_same_image(device):
+    """A 3x3 reconstruction placed at the centre of a 7x7 one (zeros around) fuses the same image, borders included."""
+    narrow = small_net(device=device)
+    wide = small_net(device=device, reconstruction_kernel=7)
+    state = narrow.state_dict()
+    state["reconstruction.conv.weight"] = wide.reconstruction.widened(state["reconstruction.conv.weight"])
+    wide.load_state_dict(state)
+    ir, vi = pair(19, 12, device=device)
+    with torch.no_grad():
+        torch.testing.assert_close(wide(ir, vi), narrow(ir, vi), atol=1e-6, rtol=0)
+    with pytest.raises(CausalFuseError, match=r"cannot place a reconstruction kernel of shape \(1, 512, 7, 7\)"):
+        narrow.reconstruction.widened(wide.reconstruction.conv.weight)
+
+
+@pytest.mark.parametrize("kernel", [0, 2, 17, 3.0, True])
+def test_reconstruction_kernel_must_be_odd_and_small(kernel):
+    with pytest.raises(CausalFuseError, match=r"reconstruction_kernel must be an odd integer from 1 to 15"):
+        NetConfig.from_dict({"reconstruction_kernel": kernel})
+
+
+def test_a_wider_kernel_needs_images_wider_than_its_padding():
+    net = small_net(reconstruction_kernel=7)
+    with pytest.raises(CausalFuseError, match="at least 4 x 4"):
+        net(*pair(3, 8))
+    assert net(*pair(4, 4)).shape == (1, 1, 4, 4)

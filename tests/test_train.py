@@ -343,8 +343,8 @@ def test_gpu_out_of_memory_says_what_to_lower(tiny, tmp_path, monkeypatch):
 
 
 def test_runs_saved_before_newer_options_resume(tiny, tmp_path):
-    """A state whose configuration predates gamma_aug, the head_init options, init, the learning-rate decay
-    and loss.intensity_target resumes with their old values."""
+    """A state whose configuration predates gamma_aug, the head_init options, init, the learning-rate decay,
+    loss.intensity_target and net.reconstruction_kernel resumes with their old values."""
     from safetensors import safe_open
     from safetensors.torch import save_file
 
@@ -355,7 +355,7 @@ def test_runs_saved_before_newer_options_resume(tiny, tmp_path):
         meta = dict(f.metadata())
         tensors = {k: f.get_tensor(k) for k in f.keys()}
     config = json.loads(meta["config"])
-    del config["gamma_aug"], config["loss"]["intensity_target"]
+    del config["gamma_aug"], config["loss"]["intensity_target"], config["net"]["reconstruction_kernel"]
     for key in ("head_init", "head_init_crops", "head_init_pixels", "head_init_ridge", "init", "lr_decay_start", "lr_decay_end", "lr_final"):
         del config[key]
     meta["config"] = json.dumps(config)
@@ -490,6 +490,21 @@ def test_init_refusals(tiny, tmp_path):
     with pytest.raises(CausalFuseError, match="junk.safetensors"):
         train(_cfg(tiny, tmp_path / "r", init=str(tmp_path / "junk.safetensors")))
     assert not (tmp_path / "r").exists()
+
+
+def test_init_widens_a_narrower_reconstruction_conv(tiny, tmp_path):
+    """--init from a 3x3 model into net.reconstruction_kernel=5: the kernel at the centre, the same first loss."""
+    train(_cfg(tiny, tmp_path / "a", steps=2))
+    start = str(tmp_path / "a" / "model.safetensors")
+    same = train(_cfg(tiny, tmp_path / "s", steps=1, dictionary=None, init=start, lr=1e-30))
+    wide = train(_cfg(tiny, tmp_path / "w", steps=1, dictionary=None, init=start, lr=1e-30,
+                      net=NetConfig(**SMALL_NET, reconstruction_kernel=5)))
+    assert wide.losses[0] == pytest.approx(same.losses[0], rel=1e-5)
+    w = load_file(str(tmp_path / "w" / "model.safetensors"))["reconstruction.conv.weight"]
+    narrow = load_file(start)["reconstruction.conv.weight"]
+    assert w.shape[-2:] == (5, 5) and float(w[..., 1:4, 1:4].sub(narrow).abs().max()) < 1e-6
+    with pytest.raises(CausalFuseError, match=r"net.reconstruction_kernel=5 \(configured: 3\)"):  # never narrowed
+        train(_cfg(tiny, tmp_path / "n", init=str(tmp_path / "w" / "model.safetensors"), dictionary=None))
 
 
 def test_init_from_the_bundled_weights(tiny, tmp_path):

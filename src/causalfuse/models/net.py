@@ -10,7 +10,9 @@ The network of "Causality-Driven Infrared and Visible Image Fusion" as
    modality for each of L and S;
 3. the weighted codes F = [w_ir,L L_ir, w_ir,S S_ir, w_vi,L L_vi, w_vi,S S_vi]
    (512 channels) go through one 3x3 conv (reflection padded, as LRRNet's
-   layers) and tanh; the image is (t + 1) / 2.
+   layers) and tanh; the image is (t + 1) / 2. The paper says "a
+   convolutional layer and a Tanh"; ``NetConfig.reconstruction_kernel``
+   widens that conv (an option for study: 3 is ``shared/DESIGN.md``'s).
 
 ``NetConfig.use_baffm = False`` is the paper's "without BAFFM" ablation: the
 same network and checkpoint format with the back-door term removed.
@@ -34,6 +36,7 @@ from .lrr import LRREncoder, _numba_wanted, encode_side_by_side, load_lrrnet_sta
 __all__ = ["NetConfig", "CausalFusionNet", "Reconstruction"]
 
 CODE_CHANNELS = 256  # LRRNet's published model: n = 128, code 2n
+MAX_KERNEL = 15  # widest reconstruction conv NetConfig accepts (the fused tiles' overlap of 16 covers its receptive field)
 
 
 @dataclass
@@ -53,6 +56,10 @@ class NetConfig:
             to a distribution (see :mod:`causalfuse.models.baffm`); False is
             the literal product, which checkpoints written before this option
             used.
+        reconstruction_kernel: side of the reconstruction conv (odd; 3 as
+            ``shared/DESIGN.md`` fixes it). A wider kernel lets each output
+            pixel read the codes of a wider neighbourhood (the receptive
+            field grows by ``(k - 3) / 2`` pixels on every side).
     """
 
     dict_size: int = 25
@@ -63,6 +70,7 @@ class NetConfig:
     prior: Literal["uniform", "empirical"] = "uniform"
     attention_chunk: int = 65536
     normalise_expectation: bool = True
+    reconstruction_kernel: int = 3
 
     #: Values of options added after the first release, for files written
     #: before them (their configuration has no such key).
@@ -85,52 +93,57 @@ class NetConfig:
         cfg = cls(**data)
         if cfg.prior not in ("uniform", "empirical"):
             raise CausalFuseError(f"prior must be 'uniform' or 'empirical', got {cfg.prior!r}")
+        k = cfg.reconstruction_kernel
+        if not isinstance(k, int) or isinstance(k, bool) or k < 1 or k > MAX_KERNEL or k % 2 == 0:
+            raise CausalFuseError(f"reconstruction_kernel must be an odd integer from 1 to {MAX_KERNEL}, got {k!r}")
         return cfg
 
 
 class Reconstruction(nn.Module):
-    """One reflection-padded 3x3 conv (512 -> 1) on the weighted codes, then tanh.
+    """One reflection-padded k x k conv (512 -> 1; k = 3 by default) on the weighted codes, then tanh.
 
-    The weighted 512-channel map F is never materialised: a 3x3 conv equals a
-    per-pixel projection to its 9 taps followed by a shifted sum, and the
-    per-pixel fusion weights can be applied to the 9-tap projections of each
+    The weighted 512-channel map F is never materialised: a k x k conv equals
+    a per-pixel projection to its k^2 taps followed by a shifted sum, and the
+    per-pixel fusion weights can be applied to the tap projections of each
     part instead of to its 128 channels (both are linear at the pixel).
     """
 
-    def __init__(self, code_channels: int = CODE_CHANNELS) -> None:
+    def __init__(self, code_channels: int = CODE_CHANNELS, kernel: int = 3) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(2 * code_channels, 1, kernel_size=3)
+        self.conv = nn.Conv2d(2 * code_channels, 1, kernel_size=kernel)
         self.half = code_channels // 2
+        self.kernel = kernel
+        self.taps = kernel * kernel
 
     def _tap_weights(self, modality: int) -> torch.Tensor:
-        # conv weight (1, 512, 3, 3) -> for one modality's 256 channels, one
-        # projection per part: L (128 ch) -> 9 taps, S (128 ch) -> 9 taps.
+        # conv weight (1, 512, k, k) -> for one modality's 256 channels, one
+        # projection per part: L (128 ch) -> k^2 taps, S (128 ch) -> k^2 taps.
         c = 2 * self.half
-        w = self.conv.weight[0, modality * c : (modality + 1) * c]  # (256, 3, 3)
-        return w.reshape(2, self.half, 9).transpose(1, 2)  # (part, tap, ch)
+        w = self.conv.weight[0, modality * c : (modality + 1) * c]  # (256, k, k)
+        return w.reshape(2, self.half, self.taps).transpose(1, 2)  # (part, tap, ch)
 
     def tap_matrix(self, modality: int) -> torch.Tensor:
-        """(256, 18): one modality's channels onto each part's 9 taps (L's channels to columns 0-8, S's to 9-17)."""
+        """(256, 2 k^2): one modality's channels onto each part's taps (L's channels to the first k^2 columns, S's to the rest)."""
         low, high = self._tap_weights(modality).transpose(1, 2)  # (ch, tap) each
         return torch.block_diag(low, high)
 
     def _part_taps(self, z: torch.Tensor, modality: int) -> torch.Tensor:
-        """(B, 256, H, W) -> (B, 2, 9, H, W): each part's projection onto its 9 taps, one matrix product."""
+        """(B, 256, H, W) -> (B, 2, k^2, H, W): each part's projection onto its taps, one matrix product."""
         b, c, h, w = z.shape
         if is_channels_last(z):  # each part's channels flattened are a view of z: one product per part, no copy
             weights = self._tap_weights(modality)
             return torch.stack(
                 [torch.bmm(weights[p].expand(b, -1, -1), z[:, p * self.half : (p + 1) * self.half].reshape(b, self.half, h * w)) for p in range(2)],
                 dim=1,
-            ).view(b, 2, 9, h, w)
-        weight = self._tap_weights(modality).expand(b, -1, -1, -1).reshape(2 * b, 9, self.half)
-        return torch.bmm(weight, z.reshape(2 * b, self.half, h * w)).view(b, 2, 9, h, w)
+            ).view(b, 2, self.taps, h, w)
+        weight = self._tap_weights(modality).expand(b, -1, -1, -1).reshape(2 * b, self.taps, self.half)
+        return torch.bmm(weight, z.reshape(2 * b, self.half, h * w)).view(b, 2, self.taps, h, w)
 
     def forward(self, z_ir: torch.Tensor, z_vi: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         return self.from_part_taps(self._part_taps(z_ir, 0), self._part_taps(z_vi, 1), weights)
 
     def from_part_taps(self, taps_ir: torch.Tensor, taps_vi: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        """The fused image from each modality's part taps (B, 2, 9, H, W) and the fusion weights (B, 4, H, W)."""
+        """The fused image from each modality's part taps (B, 2, k^2, H, W) and the fusion weights (B, 4, H, W)."""
         taps = None
         for m, t in enumerate((taps_ir, taps_vi)):
             t = (t * weights[:, 2 * m : 2 * m + 2, None]).sum(dim=1)
@@ -139,21 +152,35 @@ class Reconstruction(nn.Module):
 
     @staticmethod
     def weighted_rows(rows_ir: torch.Tensor, rows_vi: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        """The weighted taps (B, 9, H, W) from each modality's per-pixel rows (B H W, 18) of :meth:`tap_matrix` products."""
+        """The weighted taps (B, k^2, H, W) from each modality's per-pixel rows (B H W, 2 k^2) of :meth:`tap_matrix` products."""
         b, _, h, w = weights.shape
-        parts = torch.cat([rows_ir, rows_vi], dim=1).view(b * h * w, 4, 9)  # (ir_L, ir_S, vi_L, vi_S) as the weights
+        t = rows_ir.shape[1] // 2
+        parts = torch.cat([rows_ir, rows_vi], dim=1).view(b * h * w, 4, t)  # (ir_L, ir_S, vi_L, vi_S) as the weights
         taps = (parts * weights.permute(0, 2, 3, 1).reshape(b * h * w, 4, 1)).sum(dim=1)
-        return taps.view(b, h, w, 9).permute(0, 3, 1, 2)
+        return taps.view(b, h, w, t).permute(0, 3, 1, 2)
 
     def from_taps(self, taps: torch.Tensor) -> torch.Tensor:
-        """The fused image from the conv's 9 weighted tap maps (B, 9, H, W): shifted sum, bias, tanh."""
+        """The fused image from the conv's k^2 weighted tap maps (B, k^2, H, W): shifted sum, bias, tanh."""
         b, _, h, w = taps.shape
-        taps = F.pad(taps, (1, 1, 1, 1), mode="reflect")
+        r = self.kernel // 2
+        taps = F.pad(taps, (r, r, r, r), mode="reflect")
         out = self.conv.bias.view(1, 1, 1, 1).expand(b, 1, h, w)
-        for k in range(9):
-            dy, dx = divmod(k, 3)
+        for k in range(self.taps):
+            dy, dx = divmod(k, self.kernel)
             out = out + taps[:, k : k + 1, dy : dy + h, dx : dx + w]
         return (torch.tanh(out) + 1.0) / 2.0
+
+    def widened(self, weight: torch.Tensor) -> torch.Tensor:
+        """A narrower kernel's weight (1, 512, j, j), j <= k odd, placed at the centre of a k x k one (zeros around).
+
+        With reflection padding the two convs give the same image: the
+        centre taps read the same pixels, the others are zero.
+        """
+        j = weight.shape[-1]
+        if weight.shape[:2] != self.conv.weight.shape[:2] or weight.shape[-2] != j or j % 2 == 0 or j > self.kernel:
+            raise CausalFuseError(f"cannot place a reconstruction kernel of shape {tuple(weight.shape)} in one of {tuple(self.conv.weight.shape)}")
+        r = (self.kernel - j) // 2
+        return F.pad(weight, (r, r, r, r))
 
     def weighted_codes(self, z_ir: torch.Tensor, z_vi: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """The conv's input F = [w_ir,L L_ir, w_ir,S S_ir, w_vi,L L_vi, w_vi,S S_vi], materialised (B, 512, H, W)."""
@@ -164,7 +191,8 @@ class Reconstruction(nn.Module):
     def forward_reference(self, z_ir: torch.Tensor, z_vi: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """The same output by materialising F (for tests)."""
         fused = self.weighted_codes(z_ir, z_vi, weights)
-        t = self.conv(F.pad(fused, (1, 1, 1, 1), mode="reflect"))
+        r = self.kernel // 2
+        t = self.conv(F.pad(fused, (r, r, r, r), mode="reflect"))
         return (torch.tanh(t) + 1.0) / 2.0
 
 
@@ -194,7 +222,7 @@ class CausalFusionNet(nn.Module):
             chunk=config.attention_chunk,
             normalise=config.normalise_expectation,
         )
-        self.reconstruction = Reconstruction(CODE_CHANNELS)
+        self.reconstruction = Reconstruction(CODE_CHANNELS, config.reconstruction_kernel)
         #: Run the head's per-pixel work in Numba's loops where the encoders' loops made the codes (see :meth:`forward_head`).
         self.numba_head = True
         # Where the dictionaries came from; checked when loading new ones.
@@ -285,6 +313,7 @@ class CausalFusionNet(nn.Module):
     def _numba_head_applies(self, z: torch.Tensor) -> bool:
         return (
             self.numba_head
+            and self.reconstruction.kernel == 3  # head_numba's loops are written for 9 taps
             and z.device.type == "cpu"
             and z.dtype == torch.float32
             and all(p.dtype == torch.float32 for p in (self.baffm.weights.weight, self.reconstruction.conv.weight))
@@ -319,15 +348,15 @@ class CausalFusionNet(nn.Module):
         return fuse(qe, taps, read_outs, self.baffm.weights.bias, self.reconstruction.conv.bias, h, w).to(z_ir.dtype)
 
     def _head_projection(self, modality: int) -> tuple[torch.Tensor, torch.Tensor, int]:
-        """One code's projection for the whole head: weights (n + 18, C), bias (n + 18,), and n.
+        """One code's projection for the whole head: weights (n + 2 k^2, C), bias (n + 2 k^2,), and n.
 
         The first n rows are BAFFM's (:meth:`ConfounderAttention.projection`:
-        the attention's logits, then the mapped W_h X), the last 18 the
-        reconstruction's taps (:meth:`Reconstruction.tap_matrix`, no bias).
+        the attention's logits, then the mapped W_h X), the last 2 k^2 (18 for
+        the 3x3 conv) the reconstruction's taps (:meth:`Reconstruction.tap_matrix`, no bias).
         """
         branch = (self.baffm.ir, self.baffm.vi)[modality]
         weight, bias = branch.projection(self.baffm.mappings()[modality])
-        tap = self.reconstruction.tap_matrix(modality)  # (C, 18)
+        tap = self.reconstruction.tap_matrix(modality)  # (C, 2 k^2)
         return torch.cat([weight, tap.t()]), torch.cat([bias, bias.new_zeros(tap.shape[1])]), weight.shape[0]
 
     def _forward_head_rows(self, z_ir: torch.Tensor, z_vi: torch.Tensor) -> torch.Tensor:
@@ -354,12 +383,16 @@ class CausalFusionNet(nn.Module):
     def forward(self, ir: torch.Tensor, vi: torch.Tensor) -> torch.Tensor:
         if ir.shape != vi.shape or ir.dim() != 4 or ir.shape[1] != 1:
             raise CausalFuseError(f"expected two (B, 1, H, W) tensors of the same shape, got {tuple(ir.shape)} and {tuple(vi.shape)}")
-        if min(ir.shape[-2:]) < 2:
-            raise CausalFuseError(f"images must be at least 2 x 2 pixels, got {tuple(ir.shape[-2:])}")
+        least = max(2, self.reconstruction.kernel // 2 + 1)  # reflection padding needs more pixels than it pads
+        if min(ir.shape[-2:]) < least:
+            raise CausalFuseError(f"images must be at least {least} x {least} pixels, got {tuple(ir.shape[-2:])}")
         z_ir, z_vi = self.forward_features(ir, vi)
         return self.forward_head(z_ir, z_vi)
 
-    #: Pixels of context one output pixel depends on: the encoder's first conv
-    #: and two 3x3 convs per LRR block (1 + 2 * 4), plus the reconstruction
-    #: conv. Tiles with at least this much overlap reproduce the whole image.
-    receptive_radius = 1 + 2 * 4 + 1
+    @property
+    def receptive_radius(self) -> int:
+        """Pixels of context one output pixel depends on: the encoder's first conv
+        and two 3x3 convs per LRR block (1 + 2 * 4), plus the reconstruction
+        conv's half-width (1 for 3x3). Tiles with at least this much overlap
+        reproduce the whole image."""
+        return 1 + 2 * 4 + self.reconstruction.kernel // 2

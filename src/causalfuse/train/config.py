@@ -210,6 +210,8 @@ class TrainConfig:
     def with_legacy_defaults(cls, data: dict[str, Any]) -> dict[str, Any]:
         """A saved configuration dict with the values older runs were trained with filled in."""
         out = {**cls.LEGACY_DEFAULTS, **data}
+        if isinstance(out.get("net"), dict):  # runs from before net.reconstruction_kernel had the 3x3 conv
+            out["net"] = {"reconstruction_kernel": 3, **out["net"]}
         if isinstance(out.get("loss"), dict):
             out["loss"] = {**LossWeights.LEGACY_DEFAULTS, **out["loss"]}
         return out

@@ -76,15 +76,16 @@ class HeadFit:
     rmse: float
 
 
-def _tap_features(fused: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
-    """(n, C * 9 + 1) inputs of the 3x3 conv on ``fused`` (1, C, H, W) at pixels (ys, xs), in the conv weight's order."""
-    padded = F.pad(fused, (1, 1, 1, 1), mode="reflect")[0]  # (C, H + 2, W + 2)
-    c, n = padded.shape[0], ys.numel()
-    x = torch.empty(n, c, 9, dtype=padded.dtype, device=padded.device)
-    for k in range(9):
-        dy, dx = divmod(k, 3)
+def _tap_features(fused: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor, kernel: int = 3) -> torch.Tensor:
+    """(n, C k^2 + 1) inputs of the k x k conv on ``fused`` (1, C, H, W) at pixels (ys, xs), in the conv weight's order."""
+    r = kernel // 2
+    padded = F.pad(fused, (r, r, r, r), mode="reflect")[0]  # (C, H + 2r, W + 2r)
+    c, n, taps = padded.shape[0], ys.numel(), kernel * kernel
+    x = torch.empty(n, c, taps, dtype=padded.dtype, device=padded.device)
+    for k in range(taps):
+        dy, dx = divmod(k, kernel)
         x[:, :, k] = padded[:, ys + dy, xs + dx].T
-    return torch.cat([x.reshape(n, c * 9), torch.ones(n, 1, dtype=x.dtype, device=x.device)], dim=1)
+    return torch.cat([x.reshape(n, c * taps), torch.ones(n, 1, dtype=x.dtype, device=x.device)], dim=1)
 
 
 @torch.no_grad()
@@ -100,7 +101,7 @@ def accumulate(net: torch.nn.Module, pairs: Iterable[tuple[torch.Tensor, torch.T
         n = min(pixels, h * w)
         ys = torch.from_numpy(gen.integers(0, h, n)).to(ir.device)
         xs = torch.from_numpy(gen.integers(0, w, n)).to(ir.device)
-        x = _tap_features(net.reconstruction.weighted_codes(z_ir, z_vi, weights).float(), ys, xs)
+        x = _tap_features(net.reconstruction.weighted_codes(z_ir, z_vi, weights).float(), ys, xs, net.reconstruction.kernel)
         t = intensity_target(ir, vi, loss.intensity_target, detail_sigma=loss.detail_sigma)[0, 0, ys, xs]
         y = torch.atanh((2.0 * t - 1.0).clamp(-CLIP, CLIP))
         g, b = (x.T @ x).double().cpu(), (x.T @ y).double().cpu()

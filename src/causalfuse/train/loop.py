@@ -158,11 +158,20 @@ def _load_init(net: CausalFusionNet, cfg: TrainConfig) -> Path:
         raise CausalFuseError(f"--init {cfg.init}: no such model checkpoint (a file, or one of {', '.join(BUNDLED)})")
     start = load_model(path)
     ours, theirs = dataclasses.asdict(cfg.net), dataclasses.asdict(start.config)
-    differ = [f"net.{k}={theirs[k]} (configured: {ours[k]})" for k in sorted(ours) if k != "attention_chunk" and ours[k] != theirs[k]]
+    # a narrower reconstruction conv starts a wider one: placed at its centre, the same image at the start
+    widen = theirs["reconstruction_kernel"] < ours["reconstruction_kernel"]
+    differ = [
+        f"net.{k}={theirs[k]} (configured: {ours[k]})"
+        for k in sorted(ours)
+        if k != "attention_chunk" and ours[k] != theirs[k] and not (k == "reconstruction_kernel" and widen)
+    ]
     if differ:
         hint = " (train it with --no-baffm)" if not start.config.use_baffm and cfg.net.use_baffm else ""
         raise CausalFuseError(f"{path}: the checkpoint's network is not the configured one: {'; '.join(differ)}{hint}")
-    net.load_state_dict(start.state_dict())
+    state = start.state_dict()
+    if widen:
+        state["reconstruction.conv.weight"] = net.reconstruction.widened(state["reconstruction.conv.weight"])
+    net.load_state_dict(state)
     return path
 
 
