@@ -48,3 +48,18 @@ def test_command_prints_one_row_per_set_and_target_with_its_count(tmp_path, caps
 def test_command_names_a_missing_folder(tmp_path, capsys):
     assert targets.main(["--val", str(tmp_path / "nowhere")]) == 2
     assert "nowhere" in capsys.readouterr().err
+
+
+def test_detail_max_keeps_the_stronger_detail_at_each_pixel():
+    """Where only one source has detail the rule keeps it whole; the base is the sources' mean brightness."""
+    rng = np.random.default_rng(2)
+    flat = np.full((60, 60), 0.4, np.float32)
+    textured = (0.5 + 0.1 * rng.standard_normal((60, 60))).astype(np.float32)
+    out = targets.detail_max(8.0)(textured, flat)
+    from causalfuse.losses import gaussian_blur
+
+    t = torch.from_numpy(textured)[None, None]
+    detail = (t - gaussian_blur(t, 8.0))[0, 0].numpy()
+    base = 0.5 * (gaussian_blur(t, 8.0)[0, 0].numpy() + 0.4)
+    np.testing.assert_allclose(out, np.clip(base + detail, 0, 1), atol=1e-6)
+    np.testing.assert_allclose(targets.detail_max(8.0)(flat, textured), out, atol=1e-6)  # either source
