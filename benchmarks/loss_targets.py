@@ -12,6 +12,8 @@ scored beside them as a reference.
     python benchmarks/loss_targets.py --val ../shared/data/val --max-images 12
     python benchmarks/loss_targets.py --val ../shared/data/val --sigmas 2 5 10   # detail-sum's base blur
     python benchmarks/loss_targets.py --val ../shared/data/val --sigmas 10 20 --detail-max 10 20
+    python benchmarks/loss_targets.py --val ../shared/data/val --sigmas 3 4 6 8 10 20 \
+        --method causalfuse --plot docs/reach.png     # detail-sum's metrics against its blur, the network beside them
 
 ``--detail-max`` adds a rule that is not a loss target of the package, scored
 as an image beside them: the sources' mean brightness plus, at each pixel,
@@ -75,6 +77,36 @@ def score(fn, pairs: list) -> dict[str, list[float]]:
     return values
 
 
+def plot(means: dict, datasets: list[str], sigmas: list[float], methods: list[str], path: Path) -> None:
+    """Each metric of ``detail-sum`` against its blur (one panel per set and metric), each method a horizontal line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = METRICS[:4]
+    fig, axes = plt.subplots(len(datasets), len(metrics), figsize=(3.2 * len(metrics), 2.4 * len(datasets)), squeeze=False)
+    for i, dataset in enumerate(datasets):
+        for j, metric in enumerate(metrics):
+            ax = axes[i][j]
+            ys = [means[dataset, f"detail-sum (sigma {s:g})"][metric] for s in sigmas]
+            ax.plot(sigmas, ys, marker="o", ms=3, color="black", label="detail-sum target, as an image")
+            for k, name in enumerate(methods):
+                ax.axhline(means[dataset, name][metric], ls="--", lw=1, color=f"C{k}", label=name)
+            ax.set_title(f"{dataset}: {metric}", fontsize=9)
+            ax.tick_params(labelsize=7)
+            if i == len(datasets) - 1:
+                ax.set_xlabel("detail-sum's base blur sigma (pixels)", fontsize=8)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    tmp = path.with_suffix(".tmp.png")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--val", required=True, help="folder of val sets (<set>/ir, <set>/vi)")
@@ -83,6 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--detail-max", type=float, nargs="*", default=[], metavar="SIGMA",
                         help="also score the choose-max rule at these base blurs (pixels; not a loss target)")
     parser.add_argument("--no-reference", action="store_true", help="skip the Laplacian pyramid")
+    parser.add_argument("--method", action="append", default=[], metavar="NAME[=FILE]",
+                        help="also score this fusion method on the same pairs (a method name, or NAME=FILE for a causalfuse checkpoint)")
+    parser.add_argument("--plot", type=Path, help="PNG: each metric of detail-sum against its blur per set, the methods as lines")
     args = parser.parse_args(argv)
     try:
         from causalfuse.models.registry import create_method
@@ -94,15 +129,23 @@ def main(argv: list[str] | None = None) -> int:
         rules += [(f"detail-max (sigma {s:g}; not a loss target)", detail_max(s)) for s in args.detail_max]
         if not args.no_reference:
             rules.append(("laplacian-pyramid", create_method("laplacian-pyramid")))
+        for spec in args.method:
+            name, _, file = spec.partition("=")
+            rules.append((name, create_method("causalfuse", weights=file) if file else create_method(name)))
         print("| set | target | n | " + " | ".join(METRICS) + " |")
         print("|---|---|---:|" + "---:|" * len(METRICS))
+        means: dict[tuple[str, str], dict[str, float]] = {}
         with tqdm(total=len(sets) * len(rules), desc="targets", file=sys.stderr) as bar:
             for dataset, pairs in sets.items():
                 for name, fn in rules:
                     values = score(fn, pairs)
-                    cells = " | ".join(f"{statistics.fmean(values[m]):.3f}" for m in METRICS)
+                    means[dataset, name] = {m: statistics.fmean(values[m]) for m in METRICS}
+                    cells = " | ".join(f"{means[dataset, name][m]:.3f}" for m in METRICS)
                     print(f"| {dataset} | {name} | {len(pairs)} | {cells} |", flush=True)
                     bar.update(1)
+        if args.plot:
+            plot(means, list(sets), args.sigmas, [n for n, _ in rules if not n.startswith(("max", "mean", "detail-"))], args.plot)
+            print(f"figure: {args.plot}", file=sys.stderr)
     except CausalFuseError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

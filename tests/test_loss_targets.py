@@ -63,3 +63,17 @@ def test_detail_max_keeps_the_stronger_detail_at_each_pixel():
     base = 0.5 * (gaussian_blur(t, 8.0)[0, 0].numpy() + 0.4)
     np.testing.assert_allclose(out, np.clip(base + detail, 0, 1), atol=1e-6)
     np.testing.assert_allclose(targets.detail_max(8.0)(flat, textured), out, atol=1e-6)  # either source
+
+
+def test_methods_are_scored_beside_the_targets_and_plotted(tmp_path, capsys):
+    _write_set(tmp_path / "val", "A", 2)
+    figure = tmp_path / "out" / "reach.png"
+    argv = ["--val", str(tmp_path / "val"), "--sigmas", "2", "6", "--detail-max", "6", "--method", "average", "--plot", str(figure)]
+    assert targets.main(argv) == 0
+    names = [line.split(" | ")[1] for line in capsys.readouterr().out.splitlines() if line.startswith("| A")]
+    assert names[-3:] == ["detail-max (sigma 6; not a loss target)", "laplacian-pyramid", "average"]
+    from PIL import Image as PILImage
+
+    with PILImage.open(figure) as im:
+        assert im.size[0] > im.size[1] > 100  # one row of four panels
+    assert not list(figure.parent.glob("*.tmp.png"))
