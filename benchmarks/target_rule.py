@@ -23,7 +23,6 @@ as not beating.
 from __future__ import annotations
 
 import argparse
-import csv
 import re
 import sys
 from collections import defaultdict
@@ -44,24 +43,22 @@ class RuleError(ValueError):
 
 
 def bench_means(folder: Path) -> tuple[Scores, dict[tuple[str, str], int]]:
-    """Means of ``METRICS`` per set and method from a bench's ``results.csv``, and the image count of each."""
-    path = folder / "results.csv"
-    if not path.is_file():
-        raise RuleError(f"{path}: not found (give the output folder of a `causalfuse bench` run)")
-    sums: dict[tuple[str, str, str], list[float]] = defaultdict(list)
-    with path.open(newline="") as f:
-        reader = csv.DictReader(f)
-        missing = {"dataset", "method", "metric", "value"} - set(reader.fieldnames or ())
-        if missing:
-            raise RuleError(f"{path}: no column {', '.join(sorted(missing))}")
-        for row in reader:
-            if row["metric"] in METRICS and row["value"] not in ("", "nan"):
-                sums[row["dataset"], row["method"], row["metric"]].append(float(row["value"]))
+    """Means of ``METRICS`` per set and method of a bench run, and the image count of each (the bench's own summary)."""
+    from causalfuse.bench.results import load_run, summarise
+    from causalfuse.errors import CausalFuseError
+
+    if not (folder / "results.csv").is_file():
+        raise RuleError(f"{folder / 'results.csv'}: not found (give the output folder of a `causalfuse bench` run)")
+    try:
+        cells = summarise(load_run(folder))
+    except CausalFuseError as exc:
+        raise RuleError(str(exc)) from None
     scores: Scores = defaultdict(lambda: defaultdict(dict))
     counts: dict[tuple[str, str], int] = {}
-    for (dataset, method, metric), values in sums.items():
-        scores[dataset][method][metric] = sum(values) / len(values)
-        counts[dataset, method] = max(counts.get((dataset, method), 0), len(values))
+    for (dataset, metric, method), cell in cells.items():
+        if metric in METRICS and cell.n:
+            scores[dataset][method][metric] = cell.mean
+            counts[dataset, method] = max(counts.get((dataset, method), 0), cell.n)
     return scores, counts
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from .conftest import benchmark_module, shared_path
@@ -22,6 +24,8 @@ def test_three_wins_must_include_vif():
 
 
 def test_bench_means_average_over_the_images(tmp_path):
+    config = {"methods": [{"label": "m"}], "datasets": {"S": "S"}, "metrics": ["MI", "VIF", "Qcb"]}
+    (tmp_path / "config.json").write_text(json.dumps(config))
     (tmp_path / "results.csv").write_text(
         "dataset,image,method,metric,value\n"
         "S,1,m,MI,1.0\nS,2,m,MI,2.0\nS,1,m,VIF,0.5\nS,2,m,VIF,nan\nS,1,m,Qcb,9\n"
