@@ -51,13 +51,6 @@ def reach(mass: np.ndarray) -> dict[str, object]:
     return {name: [int(np.searchsorted(cum[m], s - 1e-12)) for s in SHARES] for m, name in enumerate(("infrared", "visible"))}
 
 
-def _luminance(path: Path) -> np.ndarray:
-    from causalfuse.io import load_image, rgb_to_ycbcr, to_float01
-
-    a = to_float01(load_image(path))
-    return a if a.ndim == 2 else rgb_to_ycbcr(a)[..., 0]
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--val", required=True, type=Path, help="folder of val sets (<set>/ir, <set>/vi)")
@@ -71,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         import recipe_study  # the study's val sets
 
         from causalfuse import load_model
+        from causalfuse.data.transforms import luminance
+        from causalfuse.io import load_image
         from causalfuse.models.methods import BUNDLED, bundled_weights
 
         models = []
@@ -84,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         images = []
         for pairs in sets.values():
             for pair in pairs:
-                ir, vi = _luminance(pair.ir), _luminance(pair.vi)
+                ir, vi = luminance(load_image(pair.ir)), luminance(load_image(pair.vi))
                 h, w = ir.shape
                 if min(h, w) <= 2 * args.window:
                     raise CausalFuseError(f"{pair.ir}: {w} x {h} is too small for a window of {args.window} pixels")
