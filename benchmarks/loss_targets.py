@@ -127,11 +127,11 @@ def main(argv: list[str] | None = None) -> int:
         rules = [("max", target_method("max", 5.0)), ("mean", target_method("mean", 5.0))]
         rules += [(f"detail-sum (sigma {s:g})", target_method("detail-sum", s)) for s in args.sigmas]
         rules += [(f"detail-max (sigma {s:g}; not a loss target)", detail_max(s)) for s in args.detail_max]
-        if not args.no_reference:
-            rules.append(("laplacian-pyramid", create_method("laplacian-pyramid")))
+        methods = [] if args.no_reference else [("laplacian-pyramid", create_method("laplacian-pyramid"))]
         for spec in args.method:
             name, _, file = spec.partition("=")
-            rules.append((name, create_method("causalfuse", weights=file) if file else create_method(name)))
+            methods.append((name, create_method("causalfuse", weights=file) if file else create_method(name)))
+        rules += methods
         print("| set | target | n | " + " | ".join(METRICS) + " |")
         print("|---|---|---:|" + "---:|" * len(METRICS))
         means: dict[tuple[str, str], dict[str, float]] = {}
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"| {dataset} | {name} | {len(pairs)} | {cells} |", flush=True)
                     bar.update(1)
         if args.plot:
-            plot(means, list(sets), args.sigmas, [n for n, _ in rules if not n.startswith(("max", "mean", "detail-"))], args.plot)
+            plot(means, list(sets), args.sigmas, [n for n, _ in methods], args.plot)
             print(f"figure: {args.plot}", file=sys.stderr)
     except CausalFuseError as exc:
         print(f"error: {exc}", file=sys.stderr)
