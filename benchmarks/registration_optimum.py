@@ -115,7 +115,9 @@ def summarise(rows: list[dict]) -> str:
             e = np.array([float(r[key]) for r in sel])
             cells.append(f"{np.median(e):.2f} px, {int((e < 2).sum())} of {len(e)}")
         # the metric is minus the mutual information: lower is better
-        gained = [float(r["metric_at_truth"]) - float(r["metric_from_truth"]) for r in sel]  # >= 0
+        # (not always >= 0: the optimiser follows sampled points and a coarser level; on one scene of
+        # 480 x 640 it ended 0.0006 nats worse than the truth's value on every pixel of the finest level)
+        gained = [float(r["metric_at_truth"]) - float(r["metric_from_truth"]) for r in sel]
         apart = [float(r["metric_from_estimate"]) - float(r["metric_from_truth"]) for r in sel]  # < 0: the estimate's is better
         for d in (np.array(gained), np.array(apart)):
             cells.append(f"{np.median(d):+.5f} ({d.min():+.5f} to {d.max():+.5f})")

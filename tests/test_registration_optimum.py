@@ -65,8 +65,6 @@ def test_main_writes_the_cases_and_the_summary(tmp_path, capsys):
             assert 0 <= float(r[key]) < 10  # synthetic scenes register within a few pixels
     summary = (out / "summary.md").read_text()
     assert "| synthetic | 2 |" in summary and "of 2" in summary
-    for r in rows:  # converging never makes the metric worse than where it starts
-        assert float(r["metric_from_truth"]) <= float(r["metric_at_truth"]) + 1e-4
     assert summary in capsys.readouterr().out
 
 
